@@ -1,0 +1,43 @@
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
+
+from counter.admin_user import AdminUserError, admin_user_ensure
+from counter.visits import (
+    DataDirError,
+    counter_initialize,
+    data_dir_check,
+    database_check,
+    visits_file_sync,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Idempotent start-up work: check the data directory and database, migrate, adopt a"
+        " legacy visits file, rebuild the visits file from the database, ensure the admin user."
+    )
+
+    def handle(self, *args: object, **options: object) -> None:
+        try:
+            data_dir_check()
+            database_check()
+            call_command("migrate", interactive=False, verbosity=0)
+            adopted = counter_initialize()
+            total = visits_file_sync()
+            admin = admin_user_ensure(
+                username=settings.VISITS_ADMIN_USERNAME,
+                password_hash=settings.VISITS_ADMIN_PASSWORD_HASH,
+                password=settings.VISITS_ADMIN_PASSWORD,
+            )
+        except (DataDirError, AdminUserError, DatabaseError, OSError) as error:
+            raise CommandError(f"cannot start: {error}") from error
+        finally:
+            connections.close_all()
+        if adopted is not None:
+            self.stdout.write(f"adopted the count {adopted} from a visits file of an older version")
+        self.stdout.write(
+            f"ready: pod {settings.POD_NAME}, {total} visits, data in {settings.VISITS_DATA_DIR}"
+        )
+        self.stdout.write(admin)

@@ -1,0 +1,336 @@
+"""Counting visits: the database is the source of truth, the `visits` file a mirror of it.
+
+Hot path (every GET /): writers are serialized by a `flock` before they reach SQLite, then one
+autocommit upsert counts the visit in today's row and, through triggers, in the total. SQLite's
+own busy handler sleeps 1, 2, 5, 10 ... ms when the lock is taken instead of waking the waiter
+when it frees; the flock wakes waiters at once (docs/performance.md has the measurements).
+
+The `visits` file is replaced atomically (temp file + rename) by one background thread per
+process, shortly after a visit, under a second flock and from a fresh read of the database, so
+every replacement writes the newest committed total: the file never goes backwards, readers
+never see it empty or partial, and it trails the database by about FILE_SYNC_DELAY. Replacing a
+file costs far more than a visit (ext4 starts writeback on rename), so it is not done per visit.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
+
+from counter.models import DailyVisits, VisitCounter
+
+logger = logging.getLogger(__name__)
+
+COUNTER_ID = 1
+FILE_SYNC_DELAY = 0.05
+MAX_COUNT = 2**63 - 1
+
+_VISIT = (
+    f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (%s, 1)"
+    " ON CONFLICT (day) DO UPDATE SET visits = visits + 1 RETURNING visits"
+)
+_TOTAL = f"SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID}"
+_CURRENT = (
+    f"SELECT total, (SELECT visits FROM {DailyVisits._meta.db_table} WHERE day = %s)"
+    f" FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID}"
+)
+_PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >= %s AND day < %s"
+PAST_DAYS_TTL = 10.0
+
+
+class CounterMissingError(RuntimeError):
+    """The counter row does not exist: `manage.py prepare` has not run on this database."""
+
+
+class DataDirError(RuntimeError):
+    """The data directory or something in it cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class VisitTally:
+    total: int
+    today: int
+
+
+def data_path(name: str) -> Path:
+    return Path(settings.VISITS_DATA_DIR) / name
+
+
+# --- counting ---------------------------------------------------------------------------------
+
+_writer_thread_lock = threading.Lock()
+_writer_lock_file: tuple[int, Path, int] | None = None  # (pid, path, fd)
+
+
+@contextlib.contextmanager
+def _writers_serialized() -> Iterator[None]:
+    """Hold the data directory's writer lock: a thread lock within a process, flock across."""
+    global _writer_lock_file
+    with _writer_thread_lock:
+        path = data_path(".count.lock")
+        if _writer_lock_file is None or _writer_lock_file[:2] != (os.getpid(), path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _writer_lock_file = (os.getpid(), path, fd)
+        fd = _writer_lock_file[2]
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def visit_record(*, day: date) -> VisitTally:
+    """Count one visit on `day` and return the new totals.
+
+    One autocommit statement: the upsert of the day's row, whose triggers add the visit to the
+    total (migration 0001). The total is read while the writer lock is still held, so it is
+    exactly the total this visit made.
+    """
+    with _writers_serialized(), connection.cursor() as cursor:
+        cursor.execute(_VISIT, [day])
+        (today,) = cursor.fetchone()
+        cursor.execute(_TOTAL)
+        (total,) = cursor.fetchone()
+    _file_syncer.request()
+    return VisitTally(total=total, today=today)
+
+
+def visits_total() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_TOTAL)
+        row = cursor.fetchone()
+    if row is None:
+        raise CounterMissingError("the visit counter does not exist: run manage.py prepare")
+    return row[0]
+
+
+def visits_current(*, day: date) -> VisitTally:
+    """The totals as they are, without counting (one statement, so they agree)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CURRENT, [day])
+        row = cursor.fetchone()
+    if row is None:
+        raise CounterMissingError("the visit counter does not exist: run manage.py prepare")
+    return VisitTally(total=row[0], today=row[1] or 0)
+
+
+@dataclass(frozen=True)
+class PastDays:
+    """The days before `today` in a history window, oldest first. They no longer change (but
+    for visits that were in flight at midnight), so each process reads them every few seconds
+    rather than on every visit."""
+
+    today: date
+    days: tuple[tuple[date, int], ...]
+    read_at: float
+
+
+_past_days: PastDays | None = None
+
+
+def visits_past_days(*, today: date, days: int = 13) -> PastDays:
+    """The `days` days before `today` with their visits, zeros included."""
+    global _past_days
+    cached = _past_days
+    if (
+        cached is not None
+        and cached.today == today
+        and len(cached.days) == days
+        and time.monotonic() - cached.read_at < PAST_DAYS_TTL
+    ):
+        return cached
+    first = today - timedelta(days=days)
+    with connection.cursor() as cursor:
+        cursor.execute(_PAST_DAYS, [first, today])
+        counts = {date.fromisoformat(day): visits for day, visits in cursor.fetchall()}
+    window = tuple((first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days))
+    _past_days = PastDays(today=today, days=window, read_at=time.monotonic())
+    return _past_days
+
+
+# --- the visits file --------------------------------------------------------------------------
+
+
+def visits_file_read(path: Path) -> int | None:
+    """The count a visits file holds; None if there is no file. Raises ValueError if garbage."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    value = text.strip()
+    if not value.isdigit() or int(value) > MAX_COUNT:
+        raise ValueError(f"{path} holds {text[:40]!r}, not a count of visits")
+    return int(value)
+
+
+def _file_replace(path: Path, value: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".visits.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as tmp_file:
+            tmp_file.write(f"{value}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def visits_file_sync() -> int:
+    """Make the visits file hold the database's total; return that total.
+
+    The total is read under the file lock, so replacements happen in commit order and the file
+    never goes backwards, whichever process writes it.
+    """
+    path = data_path("visits")
+    lock_fd = os.open(data_path(".visits.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        total = visits_total()
+        try:
+            current = visits_file_read(path)
+        except ValueError:
+            current = None
+        if current != total:
+            _file_replace(path, total)
+        return total
+    finally:
+        os.close(lock_fd)
+
+
+class _FileSyncer:
+    """One daemon thread per process that runs visits_file_sync shortly after visits."""
+
+    def __init__(self) -> None:
+        self._start_lock = threading.Lock()
+        self._pid: int | None = None
+        self._wanted = threading.Event()
+
+    def request(self) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        self._wanted.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            # After a fork the parent's thread does not exist here: start this process's own.
+            self._wanted = threading.Event()
+            threading.Thread(target=self._run, name="visits-file-sync", daemon=True).start()
+            self._pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            time.sleep(FILE_SYNC_DELAY)  # gather the visits of the next moment into one write
+            self._wanted.clear()
+            try:
+                visits_file_sync()
+            except (DatabaseError, OSError, CounterMissingError):
+                logger.exception("could not update the visits file; retrying in 1 s")
+                connection.close()
+                self._wanted.set()
+                time.sleep(1)
+
+
+_file_syncer = _FileSyncer()
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+def data_dir_check() -> None:
+    """Create the data directory if needed and prove it is writable, or raise DataDirError."""
+    directory = Path(settings.VISITS_DATA_DIR)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            probe.write(b"ok")
+    except OSError as error:
+        raise DataDirError(
+            f"data directory {directory} is not writable by uid {os.getuid()}: {error}"
+        ) from error
+    for stale in directory.glob(".visits.*.tmp"):  # left by a process killed mid-replace
+        stale.unlink(missing_ok=True)
+
+
+def database_check() -> None:
+    """Refuse a database SQLite cannot read or whose integrity check fails.
+
+    Never replace it: a new empty database would silently reset the count to zero.
+    """
+    path = Path(settings.DATABASES["default"]["NAME"])
+    if not path.exists():
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA quick_check")
+            problems = [row[0] for row in cursor.fetchall() if row[0] != "ok"]
+    except DatabaseError as error:
+        problems = [str(error)]
+    finally:
+        connection.close()
+    if problems:
+        raise DataDirError(
+            f"database {path} is damaged ({'; '.join(problems[:3])}). Refusing to start rather"
+            " than replace it with an empty one: restore it from a backup or move it aside."
+        )
+
+
+def counter_initialize() -> int | None:
+    """Create the counter row if this database has none; return the adopted legacy count.
+
+    A `visits` file found next to a new database was left by an earlier version of the app:
+    its number becomes the starting count, once. Garbage in it stops the start-up rather than
+    silently starting from zero.
+    """
+    with transaction.atomic():
+        if VisitCounter.objects.filter(pk=COUNTER_ID).exists():
+            return None
+        legacy_path = data_path("visits")
+        try:
+            legacy = visits_file_read(legacy_path)
+        except ValueError as error:
+            raise DataDirError(
+                f"{error}. The database is new, so that file would be its starting count:"
+                " fix the number or delete the file to start from 0."
+            ) from error
+        VisitCounter.objects.create(pk=COUNTER_ID, total=legacy or 0)
+    return legacy
+
+
+# --- health -----------------------------------------------------------------------------------
+
+_migrations_applied = False
+
+
+def readiness_problem() -> str | None:
+    """Why this process should not get traffic, or None when it is ready."""
+    global _migrations_applied
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        if not _migrations_applied:
+            executor = MigrationExecutor(connection)
+            if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+                return "database migrations are not applied"
+            _migrations_applied = True
+        visits_total()
+    except (DatabaseError, CounterMissingError) as error:
+        connection.close()
+        return f"database unavailable: {error}"
+    if not os.access(settings.VISITS_DATA_DIR, os.W_OK):
+        return f"data directory {settings.VISITS_DATA_DIR} is not writable"
+    return None

@@ -1,0 +1,155 @@
+"""Settings for the visits site: one module, configured from the environment.
+
+`DJANGO_*` variables are Django's own knobs, `VISITS_*` are the app's, `POD_NAME` comes from the
+Kubernetes downward API. The README's configuration table lists every variable.
+"""
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ImproperlyConfigured(f"{name}={value!r}: use 1/true/yes/on or 0/false/no/off")
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = _env_flag("DJANGO_DEBUG")
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        # Sessions are signed cookies: a built-in key would let anyone forge an admin session.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. It is required when DJANGO_DEBUG is off; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = "insecure-key-for-local-debug-only"
+
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+APP_VERSION = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]["version"]
+POD_NAME = os.environ.get("POD_NAME") or socket.gethostname()
+VISITS_DATA_DIR = Path(os.environ.get("VISITS_DATA_DIR", BASE_DIR / "data")).absolute()
+
+# NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
+# power loss or kernel crash can roll back the last commits. FULL adds an fsync per visit.
+VISITS_SQLITE_SYNCHRONOUS = os.environ.get("VISITS_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+if VISITS_SQLITE_SYNCHRONOUS not in ("NORMAL", "FULL"):
+    raise ImproperlyConfigured(
+        f"VISITS_SQLITE_SYNCHRONOUS={VISITS_SQLITE_SYNCHRONOUS!r}: use NORMAL or FULL"
+    )
+
+VISITS_ADMIN_USERNAME = os.environ.get("VISITS_ADMIN_USERNAME", "admin")
+VISITS_ADMIN_PASSWORD_HASH = os.environ.get("VISITS_ADMIN_PASSWORD_HASH", "")
+VISITS_ADMIN_PASSWORD = os.environ.get("VISITS_ADMIN_PASSWORD", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "counter",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "counter.middleware.DatabaseUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "visits_site.urls"
+WSGI_APPLICATION = "visits_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VISITS_DATA_DIR / "db.sqlite3",
+        # Persistent connections: one per worker thread, opened after gunicorn forks.
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {
+            # A DEFERRED transaction that reads then writes fails at once with "database is
+            # locked" instead of waiting for the lock.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 5,
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                f"PRAGMA synchronous={VISITS_SQLITE_SYNCHRONOUS};"
+                "PRAGMA temp_store=MEMORY;"
+                "PRAGMA journal_size_limit=4194304"
+            ),
+        },
+    }
+}
+
+# One database per pod and a load-balanced Service in front: sessions live in signed cookies so
+# an admin stays logged in whichever pod answers. They cannot be revoked server-side, hence the
+# short age.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_AGE = 30 * 60
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_flag("DJANGO_SECURE_COOKIES")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+}

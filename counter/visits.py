@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import tempfile
 import threading
 import time
@@ -153,7 +154,7 @@ def visits_past_days(*, today: date, days: int = 13) -> PastDays:
     first = today - timedelta(days=days)
     with connection.cursor() as cursor:
         cursor.execute(_PAST_DAYS, [first, today])
-        counts = {date.fromisoformat(day): visits for day, visits in cursor.fetchall()}
+        counts = dict(cursor.fetchall())  # Django converts DATE columns to date objects
     window = tuple((first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days))
     _past_days = PastDays(today=today, days=window, read_at=time.monotonic())
     return _past_days
@@ -266,22 +267,19 @@ def data_dir_check() -> None:
         stale.unlink(missing_ok=True)
 
 
-def database_check() -> None:
+def database_check(*, path: Path) -> None:
     """Refuse a database SQLite cannot read or whose integrity check fails.
 
-    Never replace it: a new empty database would silently reset the count to zero.
+    Never replace it: a new empty database would silently reset the count to zero. Checked with
+    a plain connection before Django opens (and would start using) the file.
     """
-    path = Path(settings.DATABASES["default"]["NAME"])
     if not path.exists():
         return
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA quick_check")
-            problems = [row[0] for row in cursor.fetchall() if row[0] != "ok"]
-    except DatabaseError as error:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
+    except sqlite3.DatabaseError as error:
         problems = [str(error)]
-    finally:
-        connection.close()
     if problems:
         raise DataDirError(
             f"database {path} is damaged ({'; '.join(problems[:3])}). Refusing to start rather"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -22,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         try:
             data_dir_check()
-            database_check()
+            database_check(path=Path(settings.DATABASES["default"]["NAME"]))
             call_command("migrate", interactive=False, verbosity=0)
             adopted = counter_initialize()
             total = visits_file_sync()

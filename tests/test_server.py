@@ -1,0 +1,335 @@
+"""The visits site as it runs in production: `manage.py serve` (gunicorn) on 127.0.0.1."""
+
+import contextlib
+import re
+import signal
+import sqlite3
+import threading
+import urllib.parse
+from http.cookies import SimpleCookie
+
+import pytest
+from django.contrib.auth.hashers import make_password
+
+from tests.conftest import http_request
+
+pytestmark = pytest.mark.server
+
+
+class Load:
+    """`threads` clients sending GET / in a loop, `per_thread` times each at most."""
+
+    def __init__(self, port: int, *, threads: int, per_thread: int) -> None:
+        self.port = port
+        self.per_thread = per_thread
+        self.statuses: list[int] = []
+        self.failures: list[str] = []  # connection-level: refused, reset
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        for _ in range(self.per_thread):
+            if self._stop.is_set():
+                return
+            try:
+                status = http_request(self.port, "/")[0]
+            except OSError as error:
+                with self._lock:
+                    self.failures.append(type(error).__name__)
+                continue
+            with self._lock:
+                self.statuses.append(status)
+
+    def start(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def wait_for(self, responses: int) -> None:
+        while len(self.statuses) < responses and any(t.is_alive() for t in self._threads):
+            self._threads[0].join(0.01)
+
+    def join(self, stop: bool = False) -> "Load":
+        if stop:
+            self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+        return self
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.count(200)
+
+
+class FileWatcher:
+    """Reads the visits file in a tight loop, the way `cat` would, and keeps what it saw."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.values: list[int] = []
+        self.bad: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                text = self.path.read_text()
+            except FileNotFoundError:
+                self.bad.append("missing")
+                continue
+            if re.fullmatch(r"\d+\n", text):
+                self.values.append(int(text))
+            else:
+                self.bad.append(text)
+
+    def __enter__(self) -> "FileWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_concurrent_visits_are_all_counted_and_the_file_keeps_up(make_server):
+    server = make_server(WEB_CONCURRENCY="3").start().wait_ready()
+    with FileWatcher(server.data_dir / "visits") as watcher:
+        load = Load(server.port, threads=16, per_thread=100).start().join()
+        server.wait_file(load.ok)
+    assert load.statuses == [200] * 1600, set(load.statuses)
+    assert load.failures == []
+    assert server.visits() == 1600
+    assert server.file_count() == "1600\n"
+    assert watcher.bad == []
+    assert len(watcher.values) > 100
+    assert watcher.values == sorted(watcher.values), "the file went backwards"
+    assert watcher.values[-1] == 1600
+
+
+def test_probes_reads_and_head_do_not_count(make_server):
+    server = make_server().start().wait_ready()
+    for path in ["/healthz", "/readyz", "/visits", "/visits?format=json", "/metrics"] * 5:
+        assert server.get(path)[0] == 200
+    for path in ["/admin/", "/admin/login/", "/static/admin/css/base.css", "/nope", "/cluster/"]:
+        server.get(path)
+    status, body, _ = server.get("/", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert server.get("/", method="POST")[0] in (403, 405)
+    assert server.visits() == 0
+    assert server.file_count() == "0\n"
+    assert server.get("/")[0] == 200
+    assert server.visits() == 1
+
+
+def test_bad_input_gets_clear_errors_never_500(make_server):
+    server = make_server().start().wait_ready()
+    cases = [
+        ("/", {"Host": "evil.example"}, 400),
+        ("/visits?format=yaml", {}, 400),
+        ("/visits?%zz=%%%&format", {}, 400),
+        ("/visits", {"Accept": "\x7f;;q=zz,,"}, 400),  # gunicorn refuses the control character
+        ("/visits", {"Accept": ";;q=zz,,/"}, 200),
+        ("/visits", {"Accept": "a" * 6000}, 200),
+        ("/nope", {}, 404),
+        ("/admin/login/?next=%00", {}, 200),
+    ]
+    for path, headers, expected in cases:
+        status, body, _ = server.get(path, headers=headers)
+        assert status == expected, (path, headers, status, body[:200])
+        assert b"Traceback" not in body
+    assert server.get("/healthz", method="DELETE")[0] in (403, 405)  # CSRF answers first
+    assert server.visits() == 0
+
+
+def test_admin_css_is_served_with_debug_off(make_server):
+    server = make_server().start().wait_ready()
+    status, body, _ = server.get("/admin/login/")
+    css = re.search(rb'href="(/static/admin/css/base\.[0-9a-f]+\.css)"', body)
+    assert status == 200 and css, body[:500]
+    status, body, response = server.get(css.group(1).decode())
+    assert status == 200
+    assert b"body" in body
+    assert "immutable" in response.getheader("Cache-Control")
+
+
+def test_count_survives_restart_and_the_file_is_rebuilt_from_the_database(make_server):
+    server = make_server().start().wait_ready()
+    for _ in range(5):
+        server.get("/")
+    assert server.stop() == 0
+    (server.data_dir / "visits").write_text("garbage, not a number")
+    server.start().wait_ready()
+    assert server.file_count() == "5\n"
+    assert server.visits() == 5
+
+
+def test_a_legacy_visits_file_is_adopted_once(make_server, tmp_path):
+    data_dir = tmp_path / "app-python-0"
+    data_dir.mkdir()
+    (data_dir / "visits").write_text("41\n")
+    server = make_server(data_dir=data_dir).start().wait_ready()
+    assert server.visits() == 41
+    server.get("/")
+    assert server.visits() == 42
+    assert server.stop() == 0
+    (data_dir / "visits").write_text("1000\n")
+    server.start().wait_ready()
+    assert server.visits() == 42
+    assert server.file_count() == "42\n"
+
+
+def test_a_garbage_legacy_file_stops_the_first_start(make_server, tmp_path):
+    data_dir = tmp_path / "app-python-0"
+    data_dir.mkdir()
+    (data_dir / "visits").write_text("twelve\n")
+    server = make_server(data_dir=data_dir)
+    assert server.run_to_exit() == 1
+    assert "holds 'twelve\\n', not a count of visits" in server.log()
+    assert (data_dir / "visits").read_text() == "twelve\n"
+
+
+def test_a_corrupt_database_is_refused_not_replaced(make_server):
+    server = make_server().start().wait_ready()
+    server.get("/")
+    assert server.stop() == 0
+    database = server.data_dir / "db.sqlite3"
+    database.write_bytes(b"\x00garbage" * 4096)
+    assert server.run_to_exit() == 1
+    assert "is damaged (file is not a database). Refusing to start" in server.log()
+    assert database.read_bytes() == b"\x00garbage" * 4096
+
+
+def test_missing_secret_key_refuses_to_start(make_server):
+    server = make_server(DJANGO_SECRET_KEY="")
+    assert server.run_to_exit() == 1
+    assert "DJANGO_SECRET_KEY is not set" in server.log()
+
+
+def test_read_only_data_dir_fails_fast_with_a_clear_message(make_server, tmpfs):
+    server = make_server(data_dir=tmpfs("1m", read_only=True))
+    assert server.run_to_exit() == 1
+    assert "is not writable by uid" in server.log()
+    assert "Read-only file system" in server.log()
+
+
+def test_sigkill_mid_load_loses_no_acknowledged_visit(make_server):
+    server = make_server(WEB_CONCURRENCY="3").start().wait_ready()
+    load = Load(server.port, threads=8, per_thread=400).start()
+    load.wait_for(600)
+    server.kill()
+    load.join(stop=True)
+    acknowledged, attempted = load.ok, load.ok + len(load.failures)
+    assert set(load.statuses) == {200}
+    with contextlib.closing(sqlite3.connect(server.data_dir / "db.sqlite3")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    server.start().wait_ready()
+    counted = server.visits()
+    # Visits in flight at the kill may be counted without an answer: never fewer than answered.
+    assert acknowledged <= counted <= attempted
+    assert server.file_count() == f"{counted}\n"
+
+
+def test_sigterm_answers_in_flight_requests_and_exits_0(make_server):
+    server = make_server(WEB_CONCURRENCY="3").start().wait_ready()
+    load = Load(server.port, threads=8, per_thread=400).start()
+    load.wait_for(300)
+    assert server.stop(signal.SIGTERM) == 0
+    load.join(stop=True)
+    assert set(load.statuses) == {200}
+    server.start().wait_ready()
+    assert server.visits() == load.ok
+
+
+def test_locked_too_long_is_a_503_and_the_site_recovers(make_server):
+    server = make_server().start().wait_ready()
+    server.get("/")
+    with contextlib.closing(sqlite3.connect(server.data_dir / "db.sqlite3")) as db:
+        db.execute("BEGIN IMMEDIATE")  # another writer holding the lock past the busy timeout
+        status, body, _ = server.get("/")
+        db.rollback()
+    assert status == 503
+    assert body == b"Service unavailable: the visit database cannot be used right now.\n"
+    assert "database is locked" in server.log()
+    assert server.get("/")[0] == 200
+    assert server.visits() == 2
+    server.wait_file(2)
+
+
+def test_disk_full_is_a_503_and_the_site_recovers(make_server, tmpfs):
+    server = make_server(data_dir=tmpfs("8m")).start().wait_ready()
+    server.get("/")
+    database = server.data_dir / "db.sqlite3"
+    filler = server.data_dir / "filler"
+    # A reader holding a snapshot keeps SQLite from reusing the WAL, so every visit needs new
+    # space; then fill the disk.
+    with contextlib.closing(sqlite3.connect(database)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT total FROM counter_visitcounter").fetchall()
+        with contextlib.suppress(OSError), filler.open("wb") as fill:
+            while True:
+                fill.write(b"\0" * 65536)
+                fill.flush()
+        statuses = [server.get("/")[0] for _ in range(200)]
+        assert server.get("/readyz")[0] in (200, 503)
+        reader.rollback()
+    assert 503 in statuses
+    assert set(statuses) <= {200, 503}
+    filler.unlink()
+    assert server.get("/")[0] == 200
+    expected = 1 + statuses.count(200) + 1
+    assert server.visits() == expected
+    server.wait_file(expected)
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def login(port: int) -> dict[str, str]:
+    """Log in through the admin's form, as a browser does; return the cookies it ends with."""
+    _, page, response = http_request(port, "/admin/login/")
+    cookies = {k: v.value for k, v in SimpleCookie(response.getheader("Set-Cookie")).items()}
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    form = {"username": "admin", "password": "s3cret-pass", "csrfmiddlewaretoken": token}
+    status, _, response = http_request(
+        port,
+        "/admin/login/?next=/admin/",
+        method="POST",
+        body=urllib.parse.urlencode(form).encode(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"csrftoken={cookies['csrftoken']}",
+            "Referer": f"http://127.0.0.1:{port}/admin/login/",
+        },
+    )
+    assert status == 302, "login failed"
+    for header in response.headers.get_all("Set-Cookie"):
+        cookies.update({k: v.value for k, v in SimpleCookie(header).items()})
+    return cookies
+
+
+def admin_page(port: int, cookies: dict[str, str]) -> tuple[int, bytes]:
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    status, body, _ = http_request(port, "/admin/", headers={"Cookie": cookie})
+    return status, body
+
+
+def test_admin_stays_logged_in_on_another_process_with_the_same_hash(make_server):
+    shared = {"VISITS_ADMIN_PASSWORD_HASH": make_password("s3cret-pass")}
+    pod0 = make_server("app-python-0", **shared).start()
+    pod1 = make_server("app-python-1", **shared).start()
+    pod0.wait_ready(), pod1.wait_ready()
+    cookies = login(pod0.port)
+    status, body = admin_page(pod1.port, cookies)
+    assert status == 200
+    assert b"Site administration" in body
+    assert b"pod app-python-1" in body
+
+
+def test_a_plain_password_gives_sessions_only_one_process_accepts(make_server):
+    pod0 = make_server("app-python-0", VISITS_ADMIN_PASSWORD="s3cret-pass").start()
+    pod1 = make_server("app-python-1", VISITS_ADMIN_PASSWORD="s3cret-pass").start()
+    pod0.wait_ready(), pod1.wait_ready()
+    cookies = login(pod0.port)
+    assert admin_page(pod0.port, cookies)[0] == 200
+    assert admin_page(pod1.port, cookies)[0] == 302  # each pod salted its own hash

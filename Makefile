@@ -3,7 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit lint format clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= app-python:$(VERSION)
+# docker when its engine answers, else podman (this project's machines have podman only).
+ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; else echo podman; fi)
+# podman builds: keep HEALTHCHECK (docker image format) and trust the host's CA bundle in RUN.
+ifeq ($(ENGINE),podman)
+BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),\
+  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+endif
+
+.PHONY: run test test-unit lint format clean image podman-setup base-image demo
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,12 +21,17 @@ $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+.venv-checks/bin/activate: requirements-checks.txt
+	$(PYTHON) -m venv .venv-checks
+	.venv-checks/bin/pip install --quiet -r requirements-checks.txt
+	touch $@
+
 # Local development: debug on (no secret key needed), data in ./data, http://127.0.0.1:8000
 run: $(BIN)/activate
 	DJANGO_DEBUG=1 GUNICORN_CMD_ARGS="--bind 127.0.0.1:8000" $(BIN)/python manage.py serve
 
 # The whole suite; tests whose tool (podman, kubectl, chromium, root) is missing skip and say why.
-test: $(BIN)/activate
+test: $(BIN)/activate .venv-checks/bin/activate
 	$(BIN)/pytest
 
 test-unit: $(BIN)/activate
@@ -30,5 +45,20 @@ format: $(BIN)/activate
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+image:
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# Three containers, each with its own volume; the transcript is the docs' copy of a real run.
+demo: image
+	ENGINE=$(ENGINE) IMAGE=$(IMAGE) bash scripts/container-demo.sh | tee docs/transcripts/container-demo.txt
+
+# For machines without a container registry (like CI's): podman + runc, and a stand-in
+# python:3.13-slim made from Debian packages. Needs root.
+podman-setup:
+	bash scripts/podman-setup.sh
+
+base-image: podman-setup
+	bash scripts/standin-base-image.sh
+
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checks staticfiles .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,15 @@ def http_request(
         return response.status, response.read(), response
     finally:
         connection.close()
+
+
+def wait_for_file(path: Path, expected: str, timeout: float = 1.0) -> None:
+    """The visits file must read `expected` within `timeout` s: the app's promise after the
+    last visit (it trails the database by about 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while (text := path.read_text()) != expected:
+        assert time.monotonic() < deadline, f"{path} holds {text!r}, not {expected!r}"
+        time.sleep(0.01)
 
 
 class Server:
@@ -94,12 +104,8 @@ class Server:
     def file_count(self) -> str:
         return (self.data_dir / "visits").read_text()
 
-    def wait_file(self, expected: int, timeout: float = 1.0) -> None:
-        """The visits file must equal `expected` within `timeout` s (the app's promise)."""
-        deadline = time.monotonic() + timeout
-        while self.file_count() != f"{expected}\n":
-            assert time.monotonic() < deadline, f"file {self.file_count()!r} != {expected}"
-            time.sleep(0.01)
+    def wait_file(self, expected: int) -> None:
+        wait_for_file(self.data_dir / "visits", f"{expected}\n")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.process is None or self.process.poll() is not None:
@@ -165,3 +171,18 @@ def tmpfs(tmp_path) -> Iterator:
     yield mount
     for target in mounts:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture(scope="session")
+def checker():
+    """Path of a checker (checkov, hadolint, yamllint, kubernetes-validate): from .venv-checks
+    (`make test` installs it) or PATH; the test skips, saying so, if it is nowhere."""
+
+    def find(name: str) -> str:
+        local = ROOT / ".venv-checks" / "bin" / name
+        found = str(local) if local.exists() else shutil.which(name)
+        if found is None:
+            pytest.skip(f"{name} is not installed: `make test` installs it in .venv-checks")
+        return found
+
+    return find

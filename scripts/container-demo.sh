@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The mission's picture with plain containers: app-python-0..2, each with its own volume, like
+# the StatefulSet's pods and PVCs, behind a client that spreads 20 visits unevenly (weighted
+# round-robin 4:1:5). Prints every command and its real output; removes what it made.
+# Usage: scripts/container-demo.sh   (ENGINE=podman|docker, IMAGE=app-python:VERSION)
+set -o errexit -o nounset -o pipefail
+
+ENGINE=${ENGINE:-podman}
+IMAGE=${IMAGE:?set IMAGE, e.g. app-python:1.0.0}
+PORT=${PORT:-18080}  # app-python-N listens on 127.0.0.1:PORT+N
+PODS=(app-python-0 app-python-1 app-python-2)
+# Passed by name (--env NAME), so the key never appears in the output.
+DJANGO_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')
+export DJANGO_SECRET_KEY
+# podman schedules HEALTHCHECKs with systemd timers; without systemd it only logs errors.
+# `podman healthcheck run NAME` still runs the check by hand.
+health=()
+[[ $ENGINE == podman && ! -d /run/systemd/system ]] && health=(--health-interval=disable)
+
+run() { printf '$ %s\n' "$*"; "$@"; }
+cleanup() {
+  for pod in "${PODS[@]}"; do
+    "$ENGINE" rm -f -t 30 "$pod" >/dev/null 2>&1 || true
+    "$ENGINE" volume rm -f "data-$pod" >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+cleanup
+
+for n in "${!PODS[@]}"; do
+  pod=${PODS[$n]}
+  run "$ENGINE" volume create "data-$pod"
+  run "$ENGINE" run --detach --name "$pod" --read-only --cap-drop ALL \
+    --security-opt no-new-privileges --tmpfs /tmp --volume "data-$pod:/app/data" \
+    --publish "127.0.0.1:$((PORT + n)):8000" --env POD_NAME="$pod" \
+    --env DJANGO_SECRET_KEY "${health[@]}" "$IMAGE"
+done
+for n in "${!PODS[@]}"; do
+  for _ in $(seq 300); do
+    curl -fs -o /dev/null "http://127.0.0.1:$((PORT + n))/readyz" && break
+    sleep 0.1
+  done
+done
+
+echo "# 20 visits, spread 4:1:5 over the three containers"
+for round in 1 2; do
+  for n in 0 0 0 0 1 2 2 2 2 2; do
+    curl -fs -o /dev/null "http://127.0.0.1:$((PORT + n))/"
+  done
+done
+total=0
+for pod in "${PODS[@]}"; do
+  run "$ENGINE" exec "$pod" cat /app/data/visits
+  total=$((total + $("$ENGINE" exec "$pod" cat /app/data/visits)))
+done
+echo "# sum of the three files: $total"

@@ -13,7 +13,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint format clean image podman-setup base-image demo
+.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(BIN)/activate .venv-checks/bin/activate
 
 test-unit: $(BIN)/activate
 	$(BIN)/pytest counter/tests
+
+# Render every kustomization, validate it (API schemas, checkov, yamllint), semantic tests.
+manifests: $(BIN)/activate .venv-checks/bin/activate
+	$(BIN)/pytest -m manifests tests/test_manifests.py
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests
+.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests bench
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-unit: $(BIN)/activate
 # Render every kustomization, validate it (API schemas, checkov, yamllint), semantic tests.
 manifests: $(BIN)/activate .venv-checks/bin/activate
 	$(BIN)/pytest -m manifests tests/test_manifests.py
+
+# Throughput, latency, lost visits, start-up and memory of the production server (needs wrk).
+bench: $(BIN)/activate
+	$(BIN)/python bench/run.py
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .

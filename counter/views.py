@@ -44,10 +44,10 @@ def home(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
     tally = visit_record(day=today) if request.method == "GET" else visits_current(day=today)
     past = visits_past_days(today=today)
-    context = {
+    context = {  # numbers as text: the template would localize ints, at 12 us a visit
         "pod": settings.POD_NAME,
-        "total": tally.total,
-        "today": tally.today,
+        "total": str(tally.total),
+        "today": str(tally.today),
         "chart": history_chart_svg(past=past.days, today=today, visits=tally.today),
         "days": len(past.days) + 1,
         "version": settings.APP_VERSION,

@@ -37,9 +37,12 @@ COUNTER_ID = 1
 FILE_SYNC_DELAY = 0.05
 MAX_COUNT = 2**63 - 1
 
+# RETURNING reports values as the statement saw them, before AFTER triggers ran
+# (sqlite.org/lang_returning.html): the subquery is the total without this visit.
 _VISIT = (
     f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (%s, 1)"
-    " ON CONFLICT (day) DO UPDATE SET visits = visits + 1 RETURNING visits"
+    " ON CONFLICT (day) DO UPDATE SET visits = visits + 1"
+    f" RETURNING visits, (SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID})"
 )
 _TOTAL = f"SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID}"
 _CURRENT = (
@@ -71,18 +74,21 @@ def data_path(name: str) -> Path:
 # --- counting ---------------------------------------------------------------------------------
 
 _writer_thread_lock = threading.Lock()
-_writer_lock_file: tuple[int, Path, int] | None = None  # (pid, path, fd)
+_writer_lock_file: tuple[int, object, int] | None = None  # (pid, data dir setting, fd)
 
 
 @contextlib.contextmanager
 def _writers_serialized() -> Iterator[None]:
-    """Hold the data directory's writer lock: a thread lock within a process, flock across."""
+    """Hold the data directory's writer lock: a thread lock within a process, flock across.
+
+    The lock file stays open per process (and per data directory: tests change it).
+    """
     global _writer_lock_file
     with _writer_thread_lock:
-        path = data_path(".count.lock")
-        if _writer_lock_file is None or _writer_lock_file[:2] != (os.getpid(), path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            _writer_lock_file = (os.getpid(), path, fd)
+        key = (os.getpid(), settings.VISITS_DATA_DIR)
+        if _writer_lock_file is None or _writer_lock_file[:2] != key:
+            path = data_path(".count.lock")
+            _writer_lock_file = (*key, os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         fd = _writer_lock_file[2]
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -95,16 +101,14 @@ def visit_record(*, day: date) -> VisitTally:
     """Count one visit on `day` and return the new totals.
 
     One autocommit statement: the upsert of the day's row, whose triggers add the visit to the
-    total (migration 0001). The total is read while the writer lock is still held, so it is
-    exactly the total this visit made.
+    total (migration 0001). It returns the total from before its triggers ran; writers are
+    serialized, so this visit's total is exactly one more.
     """
     with _writers_serialized(), connection.cursor() as cursor:
         cursor.execute(_VISIT, [day])
-        (today,) = cursor.fetchone()
-        cursor.execute(_TOTAL)
-        (total,) = cursor.fetchone()
+        today, total_before = cursor.fetchone()
     _file_syncer.request()
-    return VisitTally(total=total, today=today)
+    return VisitTally(total=total_before + 1, today=today)
 
 
 def visits_total() -> int:

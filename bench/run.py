@@ -1,0 +1,362 @@
+"""`make bench`: the production server under wrk on 127.0.0.1, with A B A B rounds.
+
+Targets, each on a server started as the image starts it (`manage.py serve`, gunicorn.conf.py):
+counting `GET /`, the no-database `GET /healthz` of the same server, the same counting page with
+VISITS_SQLITE_SYNCHRONOUS=FULL, and a naive file counter (bench/naive_app.py) under the same
+gunicorn settings. Writes bench/results/<date>.json, bench/results/<date>.svg and the results
+section of docs/performance.md.
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "performance.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+SECRET_KEY = "bench-key-not-secret"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (gunicorn's master and workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{member}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+    return total
+
+
+class Server:
+    def __init__(self, name: str, work: Path, command: list[str], **env: str) -> None:
+        self.name = name
+        self.data_dir = work / name
+        self.port = free_port()
+        self.command = command
+        self.env = {
+            **os.environ,
+            "DJANGO_SECRET_KEY": SECRET_KEY,
+            "VISITS_DATA_DIR": str(self.data_dir),
+            "POD_NAME": name,
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port}",
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Start and wait until /readyz (or / for the naive app) answers; seconds it took."""
+        self.data_dir.mkdir(exist_ok=True)
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        probe = "/healthz" if "naive" in self.name else "/readyz"
+        while True:
+            if self.process.poll() is not None:
+                sys.exit(f"{self.name} exited with {self.process.returncode} during start-up")
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url(probe), timeout=2):
+                return time.monotonic() - started
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(40)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def counted(self) -> int:
+        if "naive" in self.name:  # the naive file may be mid-write: read until it parses
+            for _ in range(100):
+                with contextlib.suppress(ValueError, FileNotFoundError):
+                    return int((self.data_dir / "visits").read_text())
+                time.sleep(0.01)
+            return 0
+        with urllib.request.urlopen(self.url("/visits"), timeout=5) as response:
+            return int(response.read())
+
+
+def wrk(url: str, *, duration: int, connections: int, threads: int) -> dict:
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
+         "-s", str(ROOT / "bench" / "summary.lua"), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _step(created_by: str) -> str:
+    """`RUN ...` / `COPY /venv` from an engine's history line, without build args and hashes."""
+    step = re.sub(r"^.*?/bin/sh -c (#\(nop\) )?", "", created_by)
+    step = re.sub(r"(file|dir):[0-9a-f]+ in ", "", step)
+    return re.sub(r"\s+", " ", step)[:80]
+
+
+def image_layers(engine: str | None, image: str, base: str = "python:3.13-slim") -> list | None:
+    """Layers the image adds on top of its base (the newest entries of its history)."""
+    if engine is None or subprocess.run([engine, "image", "inspect", image],
+                                        capture_output=True).returncode != 0:  # fmt: skip
+        return None
+
+    def history(name: str) -> list[dict]:
+        command = [engine, "history", "--format", "json", name]
+        return json.loads(subprocess.run(command, capture_output=True, text=True).stdout)
+
+    own = history(image)[: -len(history(base))]
+    return [
+        {"step": _step(entry["CreatedBy"]), "bytes": int(entry["size"])}
+        for entry in own
+        if int(entry["size"])
+    ]
+
+
+def chart_svg(rows: list[tuple[str, float]]) -> str:
+    width, bar_height, label_width = 640, 26, 230
+    peak = max(value for _, value in rows) or 1
+    height = len(rows) * (bar_height + 10) + 10
+    bars = []
+    for index, (label, value) in enumerate(rows):
+        y = 10 + index * (bar_height + 10)
+        length = (width - label_width - 80) * value / peak
+        bars.append(
+            f'<text x="{label_width - 8}" y="{y + 18}" text-anchor="end">{label}</text>'
+            f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}"'
+            f' fill="#2f6fdf"/><text x="{label_width + length + 6:.1f}" y="{y + 18}">'
+            f"{value:,.0f} req/s</text>"
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}"'
+        f' font-family="sans-serif" font-size="13">{"".join(bars)}</svg>\n'
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="A B A B rounds")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env={**os.environ, "DJANGO_SECRET_KEY": SECRET_KEY}, check=True,
+    )  # fmt: skip
+    serve = [sys.executable, "manage.py", "serve"]
+    naive = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+             "bench.naive_app:application"]  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="app-python-bench-"))
+    servers = {
+        "site": Server("site", work, serve),
+        "site-full": Server("site-full", work, serve, VISITS_SQLITE_SYNCHRONOUS="FULL"),
+        "naive": Server("naive", work, naive),
+    }
+    targets = [  # (label, server, path, counts visits)
+        ("GET / (counting)", "site", "/", True),
+        ("GET /healthz (no database)", "site", "/healthz", False),
+        ("GET / naive file counter", "naive", "/", True),
+        ("GET / synchronous=FULL", "site-full", "/", True),
+    ]
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
+    facts: dict = {}
+    try:
+        facts["cold_start_s"] = servers["site"].start()
+        servers["site-full"].start()
+        servers["naive"].start()
+        for _label, name, path, _ in targets:  # warm up: imports, connections, page cache
+            wrk(servers[name].url(path), duration=1, connections=args.connections, threads=1)
+        peak = {"rss": 0}
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak["rss"] = max(peak["rss"], rss_bytes(servers["site"].process.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        for round_number in range(args.rounds):
+            for label, name, path, counts in targets:
+                server = servers[name]
+                before = server.counted() if counts else 0
+                cpu_before = cpu_seconds(server.process.pid)
+                result = wrk(
+                    server.url(path),
+                    duration=args.duration,
+                    connections=args.connections,
+                    threads=args.threads,
+                )
+                result["server_cpu_us_per_request"] = round(
+                    (cpu_seconds(server.process.pid) - cpu_before) / result["requests"] * 1e6
+                )
+                if counts:
+                    completed = result["requests"] - result["non_2xx"]
+                    # The naive counter can go back to 0 (a torn read parses as no count).
+                    counted = max(0, server.counted() - before)
+                    result["lost"] = max(0, completed - counted)
+                result["round"] = round_number
+                runs[label].append(result)
+                print(f"round {round_number + 1}: {label}: {json.dumps(result)}", flush=True)
+        sampling.set()
+        sampler.join()
+        facts["peak_rss_mb"] = round(peak["rss"] / 2**20, 1)
+        total = servers["site"].counted()
+        servers["site"].stop()
+        facts["restart_with_data_s"] = servers["site"].start()
+        with contextlib.closing(
+            sqlite3.connect(servers["site"].data_dir / "db.sqlite3")
+        ) as database:
+            facts["integrity"] = database.execute("PRAGMA integrity_check").fetchone()[0]
+        facts["visits_after_restart"] = servers["site"].counted()
+        facts["visits_before_restart"] = total
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    summary = {}
+    for label, results in runs.items():
+        rps = [r["requests"] / (r["duration_us"] / 1e6) for r in results]
+        summary[label] = {
+            "requests_per_s": round(statistics.median(rps)),
+            "p50_ms": round(statistics.median(r["p50_us"] for r in results) / 1000, 2),
+            "p99_ms": round(statistics.median(r["p99_us"] for r in results) / 1000, 2),
+            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+            "lost_visits": sum(r.get("lost", 0) for r in results) if "lost" in results[0] else None,
+            "server_cpu_us_per_request": round(
+                statistics.median(r["server_cpu_us_per_request"] for r in results)
+            ),
+        }
+    counting = summary["GET / (counting)"]["requests_per_s"]
+    facts["ratio_counting_to_no_database"] = round(
+        counting / summary["GET /healthz (no database)"]["requests_per_s"], 3
+    )
+    facts["ratio_full_to_normal"] = round(
+        summary["GET / synchronous=FULL"]["requests_per_s"] / counting, 3
+    )
+    engine = next((e for e in ("podman", "docker") if shutil.which(e)), None)
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    facts["image_layers"] = image_layers(engine, f"app-python:{version}")
+    machine = {
+        "cores": os.cpu_count(),
+        "cpu": re.search(r"model name\s*: (.+)", Path("/proc/cpuinfo").read_text())[1],
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "kernel": platform.release(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
+    }
+    command = (
+        f"make bench  (python bench/run.py --duration {args.duration} --rounds {args.rounds}"
+        f" --connections {args.connections} --threads {args.threads})"
+    )
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"date": stamp, "command": command, "machine": machine, "summary": summary,
+              "facts": facts, "runs": runs}  # fmt: skip
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart = RESULTS / f"{stamp}.svg"
+    chart.write_text(chart_svg([(label, s["requests_per_s"]) for label, s in summary.items()]))
+    print(json.dumps({"summary": summary, "facts": facts}, indent=2))
+    if not args.no_doc:
+        write_doc(report, chart)
+
+
+def write_doc(report: dict, chart: Path) -> None:
+    machine, facts = report["machine"], report["facts"]
+    lines = [
+        START,
+        f"Run {report['date']}, command: `{report['command']}`.",
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), Linux {machine['kernel']},"
+        f" Python {machine['python']}, SQLite {machine['sqlite']}, {machine['wrk']};"
+        " server and load on the same cores.",
+        "",
+        "| endpoint | req/s (median) | p50 ms | p99 ms | errors | lost visits |"
+        " server CPU us/request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, s in report["summary"].items():
+        lost = "n/a" if s["lost_visits"] is None else s["lost_visits"]
+        lines.append(
+            f"| {label} | {s['requests_per_s']:,} | {s['p50_ms']} | {s['p99_ms']} |"
+            f" {s['errors']} | {lost} | {s['server_cpu_us_per_request']} |"
+        )
+    layers = facts.get("image_layers")
+    layer_text = (
+        "; ".join(f"{layer['bytes'] / 1e6:.1f} MB: `{layer['step']}`" for layer in layers)
+        if layers
+        else "not measured (no image built)"
+    )
+    lines += [
+        "",
+        f"- counting / no-database throughput: **{facts['ratio_counting_to_no_database']}**",
+        f"- synchronous=FULL / NORMAL throughput: {facts['ratio_full_to_normal']}",
+        f"- cold start to ready on an empty volume: {facts['cold_start_s']:.2f} s;"
+        f" restart with data: {facts['restart_with_data_s']:.2f} s"
+        f" ({facts['visits_before_restart']} visits before, {facts['visits_after_restart']}"
+        f" after, integrity {facts['integrity']})",
+        f"- peak RSS of the whole server (master + workers) under load: {facts['peak_rss_mb']} MB",
+        f"- image layers on top of the base: {layer_text}",
+        "",
+        f"![throughput per endpoint](../bench/results/{chart.name})",
+        END,
+    ]
+    text = DOC.read_text()
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    DOC.write_text(before + "\n".join(lines) + after)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,9 @@ window (this runs on every GET /).
 
 import functools
 from datetime import date
+from urllib.parse import urlsplit
 
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 420
@@ -40,6 +42,38 @@ def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: int) -> Saf
         f' aria-label="Visits per day, last {len(past) + 1} days">'
         f'<g transform="translate(0 {PLOT_HEIGHT}) scale(1 -{scale:.6g})">'
         f"{bars}{_bar(len(past), WIDTH / (len(past) + 1), today, int(visits))}</g>"
+        f'<line class="axis" x1="0" y1="{PLOT_HEIGHT}" x2="{WIDTH}" y2="{PLOT_HEIGHT}"/>'
         f'<text x="0" y="{HEIGHT - 4}">{first:%b %d}</text>'
         f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end">{today:%b %d}</text></svg>'
+    )
+
+
+def cluster_chart_svg(counts: list) -> SafeString:
+    """One horizontal bar per pod, scaled to the busiest; an unreachable pod gets a red mark and
+    its reason. Pod names and reasons come from the network, so they are escaped."""
+    row, label_width = 34, 150
+    peak = max((count.visits or 0 for count in counts), default=0) or 1
+    rows = []
+    for index, count in enumerate(counts):
+        y = index * row
+        name = escape(count.pod or urlsplit(count.url).netloc)
+        if count.error is None:
+            length = (WIDTH - label_width - 60) * count.visits / peak
+            bar = (
+                f'<rect x="{label_width}" y="{y + 6}" width="{length:.1f}" height="20"/>'
+                f'<text x="{label_width + length + 6:.1f}" y="{y + 21}">{count.visits}</text>'
+            )
+        else:
+            bar = (
+                f'<rect class="down" x="{label_width}" y="{y + 6}" width="6" height="20"/>'
+                f'<text x="{label_width + 14}" y="{y + 21}">'
+                f"unreachable: {escape(count.error)}</text>"
+            )
+        rows.append(
+            f'<g class="pod"><text x="{label_width - 8}" y="{y + 21}" text-anchor="end">'
+            f"{name}</text>{bar}</g>"
+        )
+    return mark_safe(
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {max(len(counts), 1) * row}" role="img"'
+        f' aria-label="Visits per pod">{"".join(rows)}</svg>'
     )

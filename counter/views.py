@@ -1,5 +1,6 @@
 import platform
 import sqlite3
+from dataclasses import asdict
 
 import django
 from django.conf import settings
@@ -10,7 +11,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from counter.chart import history_chart_svg
+from counter.chart import cluster_chart_svg, history_chart_svg
+from counter.cluster import cluster_counts
 from counter.visits import (
     readiness_problem,
     visit_record,
@@ -119,3 +121,27 @@ def metrics(request: HttpRequest) -> HttpResponse:
         f"app_python_build_info{{{build}}} 1\n"
     )
     return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@never_cache
+@vary_on_headers("Accept")
+@require_GET
+def cluster(request: HttpRequest) -> HttpResponse:
+    """Every pod's count, asked of the pods themselves; counts nothing."""
+    try:
+        as_json = _wants_json(request)
+    except FormatError as error:
+        return HttpResponseBadRequest(f"{error}\n", content_type=TEXT)
+    counts = cluster_counts(request_host=request.get_host())
+    total = sum(count.visits or 0 for count in counts)
+    if as_json:
+        return JsonResponse({"total": total, "pods": [asdict(count) for count in counts]})
+    context = {
+        "pod": settings.POD_NAME,
+        "counts": counts,
+        "total": total,
+        "reachable": sum(count.error is None for count in counts),
+        "chart": cluster_chart_svg(counts),
+        "version": settings.APP_VERSION,
+    }
+    return HttpResponse(render_to_string("counter/cluster.html", context))

@@ -9,6 +9,8 @@ ENGINE=${ENGINE:-podman}
 IMAGE=${IMAGE:?set IMAGE, e.g. app-python:1.0.0}
 PORT=${PORT:-18080}  # app-python-N listens on 127.0.0.1:PORT+N
 PODS=(app-python-0 app-python-1 app-python-2)
+NETWORK=app-python-demo  # name-based DNS between containers, like the headless Service
+PEERS=http://app-python-0:8000,http://app-python-1:8000,http://app-python-2:8000
 # Passed by name (--env NAME), so the key never appears in the output.
 DJANGO_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')
 export DJANGO_SECRET_KEY
@@ -23,16 +25,19 @@ cleanup() {
     "$ENGINE" rm -f -t 30 "$pod" >/dev/null 2>&1 || true
     "$ENGINE" volume rm -f "data-$pod" >/dev/null 2>&1 || true
   done
+  "$ENGINE" network rm -f "$NETWORK" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 cleanup
 
+run "$ENGINE" network create "$NETWORK"
 for n in "${!PODS[@]}"; do
   pod=${PODS[$n]}
   run "$ENGINE" volume create "data-$pod"
   run "$ENGINE" run --detach --name "$pod" --read-only --cap-drop ALL \
     --security-opt no-new-privileges --tmpfs /tmp --volume "data-$pod:/app/data" \
-    --publish "127.0.0.1:$((PORT + n)):8000" --env POD_NAME="$pod" \
+    --network "$NETWORK" --publish "127.0.0.1:$((PORT + n)):8000" --env POD_NAME="$pod" \
+    --env VISITS_PEERS="$PEERS" --env DJANGO_ALLOWED_HOSTS="localhost,127.0.0.1,$pod" \
     --env DJANGO_SECRET_KEY "${health[@]}" "$IMAGE"
 done
 for n in "${!PODS[@]}"; do
@@ -54,3 +59,6 @@ for pod in "${PODS[@]}"; do
   total=$((total + $("$ENGINE" exec "$pod" cat /app/data/visits)))
 done
 echo "# sum of the three files: $total"
+echo "# the whole set at a glance, asked of app-python-1"
+run curl -s "http://127.0.0.1:$((PORT + 1))/cluster?format=json"
+echo

@@ -201,5 +201,12 @@ def test_three_containers_each_count_their_own_visits(image):
     )
     assert counts == [("app-python-0", "8"), ("app-python-1", "2"), ("app-python-2", "10")]
     assert "# sum of the three files: 20" in result.stdout
+    cluster = json.loads(result.stdout.strip().splitlines()[-1])
+    assert cluster["total"] == 20
+    assert [(p["pod"], p["visits"], p["error"]) for p in cluster["pods"]] == [
+        ("app-python-0", 8, None),
+        ("app-python-1", 2, None),
+        ("app-python-2", 10, None),
+    ]
     ARTIFACTS.mkdir(exist_ok=True)
     Path(ARTIFACTS / "container-demo.txt").write_text(result.stdout)

@@ -110,7 +110,14 @@ def test_concurrent_visits_are_all_counted_and_the_file_keeps_up(make_server):
 
 def test_probes_reads_and_head_do_not_count(make_server):
     server = make_server().start().wait_ready()
-    for path in ["/healthz", "/readyz", "/visits", "/visits?format=json", "/metrics"] * 5:
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/visits",
+        "/visits?format=json",
+        "/metrics",
+        "/cluster",
+    ] * 5:
         assert server.get(path)[0] == 200
     for path in ["/admin/", "/admin/login/", "/static/admin/css/base.css", "/nope", "/cluster/"]:
         server.get(path)

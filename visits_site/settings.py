@@ -44,6 +44,7 @@ CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 APP_VERSION = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]["version"]
 POD_NAME = os.environ.get("POD_NAME") or socket.gethostname()
+POD_IP = os.environ.get("POD_IP", "")  # downward API: which headless-Service address is this pod
 VISITS_DATA_DIR = Path(os.environ.get("VISITS_DATA_DIR", BASE_DIR / "data")).absolute()
 
 # NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
@@ -53,6 +54,12 @@ if VISITS_SQLITE_SYNCHRONOUS not in ("NORMAL", "FULL"):
     raise ImproperlyConfigured(
         f"VISITS_SQLITE_SYNCHRONOUS={VISITS_SQLITE_SYNCHRONOUS!r}: use NORMAL or FULL"
     )
+
+# /cluster asks these pods for their counts: base URLs (local runs, containers), or every address
+# of the StatefulSet's headless Service (Kubernetes).
+VISITS_PEERS = _env_list("VISITS_PEERS", "")
+VISITS_PEER_SERVICE = os.environ.get("VISITS_PEER_SERVICE", "")
+VISITS_PEER_PORT = int(os.environ.get("VISITS_PEER_PORT", "8000"))
 
 VISITS_ADMIN_USERNAME = os.environ.get("VISITS_ADMIN_USERNAME", "admin")
 VISITS_ADMIN_PASSWORD_HASH = os.environ.get("VISITS_ADMIN_PASSWORD_HASH", "")

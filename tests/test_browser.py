@@ -1,0 +1,124 @@
+"""The site in a real browser: Debian's chromium, driven by Playwright, against real servers."""
+
+import shutil
+import time
+
+import pytest
+from django.contrib.auth.hashers import make_password
+
+from tests.conftest import ROOT, http_request
+
+pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed: apt-get install chromium", allow_module_level=True)
+
+ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"  # the README shows these, as the last run made them
+# No sandbox as root; no background networking: this machine refuses connections to anything
+# but the registries, and chromium would retry them at every start.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 900, "height": 700})
+    yield context.new_page()
+    context.close()
+
+
+def screenshot(page, name: str, *, for_readme: bool = False) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name, full_page=True)
+    if for_readme:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ARTIFACTS / name, SCREENSHOTS / name)
+
+
+def url(server, path: str) -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
+def test_home_page_counts_on_reload_and_draws_the_chart(make_server, page):
+    server = make_server("app-python-0").start().wait_ready()
+    page.goto(url(server, "/"))
+    assert page.text_content("#pod") == "app-python-0"
+    assert page.text_content("#total") == "1"
+    page.reload()
+    page.reload()
+    assert page.text_content("#total") == "3"
+    assert page.text_content("#today") == "3"
+    bars = page.locator("svg.chart rect")
+    assert bars.count() == 14
+    today = bars.nth(13).bounding_box()
+    assert today["height"] > 50 and today["width"] > 5  # drawn, scaled to the busiest day
+    assert server.visits() == 3
+    screenshot(page, "home.png", for_readme=True)
+
+
+def test_admin_has_its_css_and_the_login_holds_on_another_process(make_server, page):
+    shared = {"VISITS_ADMIN_PASSWORD_HASH": make_password("s3cret-pass")}
+    pod0 = make_server("app-python-0", **shared).start()
+    pod1 = make_server("app-python-1", **shared).start()
+    pod0.wait_ready(), pod1.wait_ready()
+    page.goto(url(pod0, "/admin/login/"))
+    header = page.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor")
+    assert header not in ("rgba(0, 0, 0, 0)", "transparent"), "admin CSS did not load"
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    page.wait_for_url(url(pod0, "/admin/"))
+    assert "Site administration" in page.text_content("#content")
+    assert "pod app-python-0" in page.text_content("#site-name")
+    screenshot(page, "admin.png")
+    # The next request is answered by another process of the same "StatefulSet".
+    page.goto(url(pod1, "/admin/counter/dailyvisits/"))
+    assert page.url == url(pod1, "/admin/counter/dailyvisits/")
+    assert "pod app-python-1" in page.text_content("#site-name")
+
+
+def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page):
+    pods = [make_server(f"app-python-{n}") for n in range(3)]
+    peers = ",".join(f"http://127.0.0.1:{pod.port}" for pod in pods)
+    for pod in pods:
+        pod.env["VISITS_PEERS"] = peers
+        pod.start()
+    for pod, visits in zip(pods, (8, 2, 10), strict=True):
+        pod.wait_ready()
+        for _ in range(visits):
+            assert http_request(pod.port, "/")[0] == 200
+    page.goto(url(pods[1], "/cluster"))
+    assert page.locator("svg.chart g.pod").count() == 3
+    assert page.text_content("#total") == "20"
+    assert page.text_content("#reachable") == "3/3"
+    assert page.text_content("[data-pod=app-python-2]") == "app-python-2: 10 visits"
+    screenshot(page, "cluster.png", for_readme=True)
+
+    pods[2].stop()
+    deadline = time.monotonic() + 15  # answers are cached for 2 s
+    while page.text_content("#reachable") != "2/3":
+        assert time.monotonic() < deadline, page.text_content("#pods")
+        page.reload()
+    stopped = page.text_content(f'[data-pod="http://127.0.0.1:{pods[2].port}"]')
+    assert stopped.endswith("unreachable (refused)")
+    assert page.text_content("#total") == "10"
+    assert page.locator("svg.chart rect.down").count() == 1
+    screenshot(page, "cluster-one-down.png")

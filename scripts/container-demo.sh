@@ -41,8 +41,13 @@ for n in "${!PODS[@]}"; do
     --env DJANGO_SECRET_KEY "${health[@]}" "$IMAGE"
 done
 for n in "${!PODS[@]}"; do
-  for _ in $(seq 300); do
+  for attempt in $(seq 300); do
     curl -fs -o /dev/null "http://127.0.0.1:$((PORT + n))/readyz" && break
+    if ((attempt == 300)); then
+      echo "${PODS[$n]} did not become ready:" >&2
+      "$ENGINE" logs "${PODS[$n]}" >&2
+      exit 1
+    fi
     sleep 0.1
   done
 done

@@ -74,15 +74,19 @@ class FileWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                text = self.path.read_text()
-            except FileNotFoundError:
-                self.bad.append("missing")
-                continue
-            if re.fullmatch(r"\d+\n", text):
-                self.values.append(int(text))
-            else:
-                self.bad.append(text)
+            self._read()
+        self._read()  # once more after the load: the last value the file settled on
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            self.bad.append("missing")
+            return
+        if re.fullmatch(r"\d+\n", text):
+            self.values.append(int(text))
+        else:
+            self.bad.append(text)
 
     def __enter__(self) -> "FileWatcher":
         self._thread.start()

@@ -13,7 +13,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests bench
+.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests bench cluster-up cluster-down e2e
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,20 @@ manifests: $(BIN)/activate .venv-checks/bin/activate
 # Throughput, latency, lost visits, start-up and memory of the production server (needs wrk).
 bench: $(BIN)/activate
 	$(BIN)/python bench/run.py
+
+# A real single-node Kubernetes built from source (root; cold build about 20 minutes).
+cluster-up:
+	bash scripts/cluster.sh up
+
+cluster-down:
+	bash scripts/cluster.sh down
+
+# cluster-up, the image loaded, the mission asserted on the cluster (transcripts in
+# docs/transcripts/), then cluster-down, also when a step fails.
+e2e: $(BIN)/activate image
+	bash scripts/cluster.sh up && bash scripts/cluster.sh load $(IMAGE) \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py; \
+	status=$$?; bash scripts/cluster.sh down; exit $$status
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .

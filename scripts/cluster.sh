@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# A real single-node Kubernetes on this machine, built from upstream sources (Go modules) and
+# run as plain processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, kube-proxy, containerd + runc with bridge CNI, and CoreDNS in the cluster.
+# Nothing is pulled: the pause, CoreDNS and app images are built here and imported.
+#
+#   scripts/cluster.sh build   compile the binaries into .cluster/bin (Go caches are reused)
+#   scripts/cluster.sh up      build, start everything, write .cluster/kubeconfig
+#   scripts/cluster.sh load IMAGE   import a podman image into the node's containerd
+#   scripts/cluster.sh down    stop what `up` started, unmount, remove its network and rules
+#
+# Needs root. Everything it makes is under .cluster/, /var/lib/app-python-cluster and
+# /run/app-python-cluster, the address 10.250.0.1 on lo, the bridge cni0, iptables chains
+# KUBE-* and CNI-*.
+set -o errexit -o nounset -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+K8S_VERSION=v1.34.4
+COREDNS_VERSION=v1.12.4
+DIR=$ROOT/.cluster
+BIN=$DIR/bin
+PKI=$DIR/pki
+LOGS=$DIR/logs
+PIDS=$DIR/pids
+VAR=/var/lib/app-python-cluster
+RUN=/run/app-python-cluster
+NODE=node
+NODE_IP=10.250.0.1          # an extra address on lo: local, never leaves this machine
+POD_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/16
+DNS_IP=10.96.0.10
+CONTAINERD_SOCK=$RUN/containerd.sock
+PV_COUNT=6                  # data-app-python-0..2, and three for the OrderedReady copy
+export PATH=$BIN:/usr/sbin:/sbin:$PATH
+export KUBECONFIG=$DIR/kubeconfig
+
+log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*"; }
+ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+build() {
+  # Built binaries are kept outside the clone too, so a later run on this machine (CI's fresh
+  # clone) copies them instead of linking again; Go's own caches make a rebuild quick anyway.
+  local cache=${XDG_CACHE_HOME:-$HOME/.cache}/app-python/cluster-$K8S_VERSION-$COREDNS_VERSION
+  mkdir -p "$BIN" "$cache"
+  cp -n "$cache"/* "$BIN/" 2>/dev/null || true
+  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  local kube=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl)
+  local missing=()
+  for name in "${kube[@]}"; do [[ -x $BIN/$name ]] || missing+=("k8s.io/kubernetes/cmd/$name"); done
+  if ((${#missing[@]})); then
+    log "building ${#missing[@]} Kubernetes $K8S_VERSION commands (cold: about 20 minutes on 2 cores)"
+    (cd "$ROOT/cluster" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${missing[@]}")
+  fi
+  [[ -x $BIN/etcd ]] || (cd "$ROOT/cluster/etcd" && log "building etcd" &&
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
+  [[ -x $BIN/coredns ]] || { log "building CoreDNS $COREDNS_VERSION" &&
+    CGO_ENABLED=0 GOBIN=$BIN go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"; }
+  [[ -x $BIN/pause ]] || (cd "$ROOT/cluster" &&
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/pause" ./pause)
+  cp -u "$BIN"/* "$cache/"
+  log "binaries in $BIN: $("$BIN/kube-apiserver" --version)"
+}
+
+packages() {
+  local needed=()
+  for tool in containerd runc iptables conntrack podman curl; do
+    command -v "$tool" >/dev/null || needed+=("$tool")
+  done
+  [[ -x /usr/lib/cni/bridge ]] || needed+=(containernetworking-plugins)
+  if ((${#needed[@]})); then
+    log "installing ${needed[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+  fi
+}
+
+start() {  # start NAME COMMAND...: in the background, PID kept for `down`
+  local name=$1; shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  echo $! >"$PIDS/$name.pid"
+}
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for ((i = 0; i < seconds * 4; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  log "gave up waiting for $what; logs are in $LOGS"
+  return 1
+}
+
+pki() {
+  [[ -f $PKI/ca.crt ]] && return
+  cat >"$DIR/kubeadm.yaml" <<EOF
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint: {advertiseAddress: $NODE_IP, bindPort: 6443}
+nodeRegistration: {name: $NODE}
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: $K8S_VERSION
+certificatesDir: $PKI
+networking: {podSubnet: $POD_CIDR, serviceSubnet: $SERVICE_CIDR, dnsDomain: cluster.local}
+EOF
+  kubeadm init phase certs all --config "$DIR/kubeadm.yaml" >/dev/null
+  kubeadm init phase kubeconfig all --config "$DIR/kubeadm.yaml" --kubeconfig-dir "$DIR" >/dev/null
+}
+
+images() {  # the node's images, built with podman from binaries made here
+  local context
+  context=$(mktemp -d)
+  cp "$BIN/pause" "$BIN/coredns" "$context/"
+  printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$context/Containerfile.pause"
+  printf 'FROM scratch\nCOPY coredns /coredns\nENTRYPOINT ["/coredns"]\n' >"$context/Containerfile.coredns"
+  podman build -q -f "$context/Containerfile.pause" -t localhost/pause:local "$context" >/dev/null
+  podman build -q -f "$context/Containerfile.coredns" -t localhost/coredns:local "$context" >/dev/null
+  rm -rf "$context"
+  load localhost/pause:local
+  load localhost/coredns:local
+}
+
+load() {  # load IMAGE: podman's copy into the node's containerd, also under docker.io/library/
+  local image=$1 archive
+  archive=$(mktemp)
+  podman save --format oci-archive -o "$archive" "$image" >/dev/null
+  ctr_ images import --no-unpack=false "$archive" >/dev/null
+  rm -f "$archive"
+  local stored
+  stored=$(ctr_ images ls -q | grep -E "(^|/)${image#localhost/}$" | head -n 1)
+  local short=${image#localhost/}
+  [[ $short == */* ]] || ctr_ images tag --force "$stored" "docker.io/library/$short" >/dev/null
+  log "loaded $image into the node"
+}
+
+up() {
+  packages
+  build
+  mkdir -p "$LOGS" "$PIDS" "$VAR" "$RUN" "$DIR/cni" "$VAR/pv"
+  ip addr show dev lo | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
+  sysctl -qw net.ipv4.ip_forward=1
+  pki
+  # admin.conf relies on a binding that only `kubeadm init` creates; super-admin is system:masters.
+  cp "$DIR/super-admin.conf" "$DIR/kubeconfig"
+
+  log "etcd, kube-apiserver"
+  start etcd etcd --data-dir "$VAR/etcd" --name "$NODE" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster "$NODE=http://127.0.0.1:2380"
+  start kube-apiserver kube-apiserver --etcd-servers http://127.0.0.1:2379 \
+    --advertise-address "$NODE_IP" --bind-address "$NODE_IP" --secure-port 6443 \
+    --service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --client-ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/apiserver.crt" \
+    --tls-private-key-file "$PKI/apiserver.key" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra-
+  wait_for 60 "the API server" kubectl get --raw /readyz
+
+  log "kube-controller-manager, kube-scheduler"
+  start kube-controller-manager kube-controller-manager \
+    --kubeconfig "$DIR/controller-manager.conf" \
+    --authentication-kubeconfig "$DIR/controller-manager.conf" \
+    --authorization-kubeconfig "$DIR/controller-manager.conf" --leader-elect=false \
+    --bind-address 127.0.0.1 --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --service-account-private-key-file "$PKI/sa.key" --use-service-account-credentials=true \
+    --allocate-node-cidrs=true --cluster-cidr "$POD_CIDR" --node-cidr-mask-size 24 \
+    --service-cluster-ip-range "$SERVICE_CIDR" --controllers '*,bootstrapsigner,tokencleaner'
+  start kube-scheduler kube-scheduler --kubeconfig "$DIR/scheduler.conf" \
+    --authentication-kubeconfig "$DIR/scheduler.conf" \
+    --authorization-kubeconfig "$DIR/scheduler.conf" --leader-elect=false --bind-address 127.0.0.1
+
+  log "containerd (runc, cgroupfs, bridge CNI)"
+  cat >"$DIR/cni/10-bridge.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "app-python-cluster", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}
+EOF
+  cat >"$DIR/containerd.toml" <<EOF
+version = 2
+root = "$VAR/containerd"
+state = "$RUN/containerd"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:local"
+  # This sandbox forbids lowering oom_score_adj, even as root, and the kubelet asks -998 for
+  # every pod sandbox: runc then fails ("can't get final child's PID from pipe"). Clamp to
+  # containerd's own score, as rootless setups do.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$DIR/cni"
+EOF
+  start containerd containerd --config "$DIR/containerd.toml"
+  wait_for 30 "containerd" ctr_ version
+  images
+
+  log "kubelet, kube-proxy"
+  cat >"$DIR/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+failSwapOn: false
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
+authentication:
+  x509: {clientCAFile: $PKI/ca.crt}
+  webhook: {enabled: true}
+  anonymous: {enabled: false}
+authorization: {mode: Webhook}
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+imageGCHighThresholdPercent: 100
+serializeImagePulls: false
+EOF
+  start kubelet kubelet --config "$DIR/kubelet.yaml" --kubeconfig "$DIR/kubelet.conf" \
+    --root-dir "$VAR/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP"
+  start kube-proxy kube-proxy --kubeconfig "$DIR/super-admin.conf" --hostname-override "$NODE" \
+    --cluster-cidr "$POD_CIDR" --proxy-mode iptables --masquerade-all \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
+  wait_for 120 "the node to be Ready" kubectl wait --for=condition=Ready "node/$NODE" --timeout=1s
+
+  # What `kubeadm init` would bind: the API server's client identity may use the kubelet API
+  # (exec, logs, port-forward).
+  kubectl create clusterrolebinding apiserver-kubelet-client --clusterrole system:kubelet-api-admin \
+    --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+  log "CoreDNS, storage"
+  kubectl apply -f "$ROOT/cluster/coredns.yaml" >/dev/null
+  storage | kubectl apply -f - >/dev/null
+  kubectl -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
+  log "ready: export KUBECONFIG=$DIR/kubeconfig; kubectl get nodes"
+  kubectl get nodes -o wide
+}
+
+storage() {  # a default StorageClass with static hostPath PersistentVolumes
+  cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-hostpath
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+EOF
+  for ((n = 0; n < PV_COUNT; n++)); do
+    # hostPath ignores fsGroup: the directory is made writable for the app's group here.
+    install -d -o 0 -g 10001 -m 2775 "$VAR/pv/pv$n"
+    cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv$n}
+spec:
+  storageClassName: local-hostpath
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: $VAR/pv/pv$n, type: Directory}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE]}]
+EOF
+  done
+}
+
+stop() {  # stop NAME: by the PID `up` recorded
+  local pidfile=$PIDS/$1.pid
+  [[ -f $pidfile ]] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+purge_chains() {  # every KUBE-* and CNI-* chain (kube-proxy's, the kubelet's, CNI's) and the jumps to them
+  local tool table chain
+  for tool in iptables ip6tables; do
+    command -v "$tool" >/dev/null || continue
+    for table in filter nat mangle; do
+      { "$tool" -t "$table" -S 2>/dev/null | grep -E '^-A .* -j (KUBE|CNI)-' || true; } |
+        sed 's/^-A/-D/' | while read -r rule; do eval "$tool" -t "$table" "$rule" || true; done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do
+        "$tool" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do
+        "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+down() {
+  log "stopping the cluster"
+  stop kube-proxy
+  stop kubelet
+  if [[ -S $CONTAINERD_SOCK ]]; then  # the pods' containers, then containerd and its shims
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" 2>/dev/null || true; done
+  fi
+  stop containerd
+  pkill -9 -f "containerd-shim-runc-v2 -namespace k8s.io -id .* -address $CONTAINERD_SOCK" 2>/dev/null || true
+  stop kube-scheduler
+  stop kube-controller-manager
+  stop kube-apiserver
+  stop etcd
+  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  purge_chains
+  { grep -E " ($VAR|$RUN)" /proc/mounts || true; } | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
+  for netns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$netns"; done
+  ip link delete cni0 2>/dev/null || true
+  ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
+  rm -rf "$VAR" "$RUN" /var/lib/cni/networks/app-python-cluster
+  log "stopped"
+}
+
+case ${1:-} in
+  build) build ;;
+  up) up ;;
+  load) load "${2:?usage: scripts/cluster.sh load IMAGE}" ;;
+  down) down ;;
+  *) echo "usage: scripts/cluster.sh build|up|load IMAGE|down" >&2; exit 2 ;;
+esac

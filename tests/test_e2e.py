@@ -1,0 +1,365 @@
+"""The mission on a real Kubernetes (`make e2e` brings one up with scripts/cluster.sh).
+
+The steps run in order against one deployment; each saves the real kubectl output it shows
+under docs/transcripts/e2e-*.txt, which docs/kubernetes.md quotes.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from django.contrib.auth.hashers import make_password
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+if not os.environ.get("KUBECONFIG", "").endswith(".cluster/kubeconfig"):
+    pytest.skip("needs the project's cluster: run `make e2e`", allow_module_level=True)
+
+TRANSCRIPTS = ROOT / "docs" / "transcripts"
+PODS = ["app-python-0", "app-python-1", "app-python-2"]
+ADMIN_PASSWORD = "e2e-admin-password"
+
+
+class Transcript:
+    """Runs kubectl and keeps each command with its real output, as a terminal shows them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
+        result = subprocess.run(["kubectl", *args], capture_output=True, text=True)
+        if record:
+            self.lines.append(f"$ {shlex.join(['kubectl', *args])}\n{result.stdout}{result.stderr}")
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+        return result.stdout
+
+    def note(self, text: str) -> None:
+        self.lines.append(f"# {text}\n")
+
+    def save(self, name: str) -> None:
+        TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
+        (TRANSCRIPTS / f"e2e-{name}.txt").write_text("".join(self.lines))
+
+
+def kubectl_json(*args: str) -> dict:
+    return json.loads(Transcript().kubectl(*args, "-o", "json", record=False))
+
+
+def until(what: str, check, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.5)
+
+
+def pod_python(t: Transcript, pod: str, code: str) -> str:
+    """Run Python in a pod (the image has no curl): requests from inside the cluster."""
+    return t.kubectl("exec", pod, "--", "python", "-c", code)
+
+
+def ready_pods(name: str = "app-python") -> list[str]:
+    pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
+    return sorted(
+        pod["metadata"]["name"]
+        for pod in pods
+        if pod["metadata"].get("deletionTimestamp") is None
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in pod["status"].get("conditions", [])
+        )
+    )
+
+
+READ_VISITS = (
+    "import urllib.request as u;"
+    " print(u.urlopen('http://localhost:8000/visits').read().decode(), end='')"
+)
+
+
+def counts(t: Transcript) -> dict[str, int]:
+    """Each pod's visits file, read with kubectl exec, checked against the pod's /visits."""
+    found = {}
+    for pod in PODS:
+        text = t.kubectl("exec", f"pod/{pod}", "--", "cat", "/app/data/visits")
+        answer = pod_python(Transcript(), pod, READ_VISITS)
+        assert text == answer, (pod, text, answer)
+        found[pod] = int(text)
+    return found
+
+
+def wait_settled(name: str = "app-python", replicas: int = 3) -> None:
+    until(f"{replicas} ready pods of {name}", lambda: len(ready_pods(name)) == replicas)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    tree = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(ROOT / "k8s", tree, ignore=shutil.ignore_patterns("secret.env"))
+    (tree / "base" / "secret.env").write_text(
+        f"DJANGO_SECRET_KEY=e2e-{os.urandom(16).hex()}\n"
+        f"VISITS_ADMIN_PASSWORD_HASH={make_password(ADMIN_PASSWORD)}\n"
+    )
+    # The canary and ondelete overlays build on the base, which pulls its image; here the
+    # image is loaded into the node, so their own patches go on top of the local overlay.
+    for name in ("canary", "ondelete"):
+        overlay = yaml.safe_load((tree / "overlays" / name / "kustomization.yaml").read_text())
+        local = tree / "overlays" / f"local-{name}"
+        local.mkdir()
+        (local / "kustomization.yaml").write_text(
+            yaml.safe_dump({**overlay, "resources": ["../local"]}, sort_keys=False)
+        )
+    t = Transcript()
+    t.kubectl("apply", "-k", str(tree / "overlays" / "local"))
+    wait_settled()
+    return tree
+
+
+def test_statefulset_pods_volumes_and_services(deployed):
+    t = Transcript()
+    output = t.kubectl("get", "po,sts,svc,pvc")
+    t.save("get")
+    assert ready_pods() == PODS
+    sts = kubectl_json("get", "statefulset", "app-python")
+    assert sts["status"]["readyReplicas"] == 3
+    claims = kubectl_json("get", "pvc")["items"]
+    assert sorted(c["metadata"]["name"] for c in claims if c["status"]["phase"] == "Bound") == [
+        f"data-{pod}" for pod in PODS
+    ]
+    assert "service/app-python-headless" in output and "service/app-python " in output
+
+
+def test_visits_through_the_service_spread_over_the_pods(deployed):
+    t = Transcript()
+    before = counts(Transcript())
+    t.note("60 visits to the app-python Service, sent from inside the cluster")
+    pod_python(
+        t, "app-python-0",
+        'import urllib.request as u\nfor _ in range(60): u.urlopen("http://app-python/").read()',
+    )  # fmt: skip
+    after = counts(t)
+    t.save("visits")
+    received = {pod: after[pod] - before[pod] for pod in PODS}
+    assert sum(received.values()) == 60
+    assert sum(1 for n in received.values() if n > 0) >= 2, received
+
+
+def test_a_pod_resolves_another_through_the_headless_service(deployed):
+    t = Transcript()
+    address = pod_python(
+        t, "app-python-0",
+        'import socket; print(socket.gethostbyname("app-python-1.app-python-headless"))',
+    ).strip()  # fmt: skip
+    t.kubectl("get", "pod", "app-python-1", "-o", "wide")
+    t.save("dns")
+    assert address == kubectl_json("get", "pod", "app-python-1")["status"]["podIP"]
+
+
+def test_the_cluster_view_sees_every_pod(deployed):
+    t = Transcript()
+    answer = json.loads(
+        pod_python(
+            t,
+            "app-python-1",
+            "import urllib.request as u;"
+            ' print(u.urlopen("http://localhost:8000/cluster?format=json").read().decode())',
+        )  # fmt: skip
+    )
+    t.save("cluster")
+    assert sorted(p["pod"] for p in answer["pods"]) == PODS
+    assert all(p["error"] is None for p in answer["pods"])
+    assert answer["total"] == sum(counts(Transcript()).values())
+
+
+def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:
+    pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
+    times = {}
+    for pod in pods:
+        ready = next(
+            c["lastTransitionTime"] for c in pod["status"]["conditions"] if c["type"] == "Ready"
+        )
+        times[pod["metadata"]["name"]] = (pod["metadata"]["creationTimestamp"], ready)
+    return times
+
+
+def test_scaling_is_parallel_and_keeps_every_count(deployed):
+    t = Transcript()
+    before = counts(Transcript())
+    t.kubectl("scale", "statefulset", "app-python", "--replicas=0")
+    until("no pods", lambda: not kubectl_json("get", "pods", "-l",
+          "app.kubernetes.io/instance=app-python")["items"])  # fmt: skip
+    t.kubectl("get", "pvc")
+    t.kubectl("scale", "statefulset", "app-python", "--replicas=3")
+    wait_settled()
+    columns = (
+        "custom-columns=POD:.metadata.name,CREATED:.metadata.creationTimestamp,"
+        "READY:.status.conditions[?(@.type=='Ready')].lastTransitionTime"
+    )
+    t.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=app-python", "-o", columns)
+    times = creation_and_ready_times("app-python")
+    # Parallel: every pod was created before the first one became ready.
+    first_ready = min(ready for _, ready in times.values())
+    assert all(created <= first_ready for created, _ in times.values()), times
+    assert counts(t) == before
+    t.save("scale-parallel")
+
+
+def test_ordered_ready_creates_pods_one_by_one(deployed):
+    """A throwaway copy with the default OrderedReady policy, for comparison."""
+    t = Transcript()
+    sts = kubectl_json("get", "statefulset", "app-python")
+    copy = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "app-python-ordered"},
+        "spec": {
+            **{k: sts["spec"][k] for k in ("replicas", "serviceName", "volumeClaimTemplates")},
+            "podManagementPolicy": "OrderedReady",
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": "app-python-ordered"}},
+            "template": sts["spec"]["template"],
+        },
+    }
+    labels = copy["spec"]["template"]["metadata"]["labels"]
+    labels["app.kubernetes.io/instance"] = "app-python-ordered"
+    manifest = deployed.parent / "ordered.json"
+    manifest.write_text(json.dumps(copy))
+    try:
+        t.kubectl("apply", "-f", str(manifest))
+        wait_settled("app-python-ordered")
+        columns = (
+            "custom-columns=POD:.metadata.name,CREATED:.metadata.creationTimestamp,"
+            "READY:.status.conditions[?(@.type=='Ready')].lastTransitionTime"
+        )
+        t.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=app-python-ordered", "-o",
+                  columns)  # fmt: skip
+        times = creation_and_ready_times("app-python-ordered")
+        names = sorted(times)
+        for previous, current in zip(names, names[1:], strict=False):
+            assert times[current][0] >= times[previous][1], times  # created after ready
+    finally:
+        t.kubectl("delete", "-f", str(manifest), "--wait=true", check=False)
+        t.kubectl("delete", "pvc", "-l", "app.kubernetes.io/instance=app-python-ordered",
+                  check=False)  # fmt: skip
+        t.save("scale-ordered")
+
+
+def test_a_deleted_pod_comes_back_with_its_claim_and_count(deployed):
+    t = Transcript()
+    before = counts(Transcript())
+    volume = kubectl_json("get", "pvc", "data-app-python-1")["spec"]["volumeName"]
+    uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
+    t.kubectl("delete", "pod", "app-python-1")
+    until("a new app-python-1", lambda: "app-python-1" in ready_pods()
+          and kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
+    t.kubectl("get", "pod/app-python-1", "pvc/data-app-python-1")
+    assert kubectl_json("get", "pvc", "data-app-python-1")["spec"]["volumeName"] == volume
+    assert counts(t)["app-python-1"] == before["app-python-1"]
+    t.save("delete-pod")
+
+
+def revisions() -> tuple[str, dict[str, str]]:
+    sts = kubectl_json("get", "statefulset", "app-python")
+    pods = kubectl_json("get", "pods", "-l", "app.kubernetes.io/instance=app-python")["items"]
+    return sts["status"]["updateRevision"], {
+        p["metadata"]["name"]: p["metadata"]["labels"]["controller-revision-hash"] for p in pods
+    }
+
+
+def template_change(t: Transcript, release: str) -> None:
+    patch = {"spec": {"template": {"metadata": {"annotations": {"e2e/release": release}}}}}
+    t.kubectl("patch", "statefulset", "app-python", "--type", "merge", "-p", json.dumps(patch))
+
+
+def observed() -> bool:
+    sts = kubectl_json("get", "statefulset", "app-python")
+    return sts["status"].get("observedGeneration") == sts["metadata"]["generation"]
+
+
+def show_revisions(t: Transcript) -> None:
+    t.kubectl("get", "statefulset", "app-python", "-o",
+              "jsonpath={.status.currentRevision} {.status.updateRevision}{\"\\n\"}")  # fmt: skip
+    t.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=app-python", "-L",
+              "controller-revision-hash")  # fmt: skip
+
+
+def test_canary_partition_updates_only_the_last_pod_then_promotes(deployed):
+    t = Transcript()
+    before = counts(Transcript())
+    t.kubectl("apply", "-k", str(deployed / "overlays" / "local-canary"))
+    template_change(t, "canary")
+    until("the canary", lambda: observed() and revisions()[1]["app-python-2"] == revisions()[0]
+          and len(ready_pods()) == 3)  # fmt: skip
+    show_revisions(t)
+    update, pods = revisions()
+    assert pods["app-python-2"] == update
+    assert pods["app-python-0"] != update and pods["app-python-1"] != update
+    t.note("promote: partition 0")
+    t.kubectl("patch", "statefulset", "app-python", "-p",
+              '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}')  # fmt: skip
+    until(
+        "every pod on the new revision",
+        lambda: set(revisions()[1].values()) == {revisions()[0]} and len(ready_pods()) == 3,
+    )
+    show_revisions(t)
+    assert counts(t) == before
+    t.save("canary")
+
+
+def test_ondelete_updates_a_pod_only_when_it_is_deleted(deployed):
+    t = Transcript()
+    t.kubectl("apply", "-k", str(deployed / "overlays" / "local-ondelete"))
+    template_change(t, "ondelete")
+    until("the controller to see the change", observed)
+    update, pods = revisions()
+    show_revisions(t)
+    assert update not in pods.values()
+    t.kubectl("delete", "pod", "app-python-0")
+    until("app-python-0 back", lambda: revisions()[1].get("app-python-0") == update
+          and len(ready_pods()) == 3)  # fmt: skip
+    show_revisions(t)
+    _, pods = revisions()
+    assert pods["app-python-0"] == update
+    assert pods["app-python-1"] != update and pods["app-python-2"] != update
+    t.save("ondelete")
+
+
+ADMIN_SCRIPT = """
+import http.cookiejar, re, urllib.parse, urllib.request
+jar = http.cookiejar.CookieJar()
+web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+page = web.open('http://app-python/admin/login/').read().decode()
+token = re.search('name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+form = urllib.parse.urlencode({'username': 'admin', 'password': '%s',
+                               'csrfmiddlewaretoken': token, 'next': '/admin/'}).encode()
+web.open(urllib.request.Request('http://app-python/admin/login/', data=form,
+                                headers={'Referer': 'http://app-python/admin/login/'}))
+for _ in range(20):
+    page = web.open('http://app-python/admin/').read().decode()
+    pod = re.search('pod (app-python-[0-9])', page).group(1)
+    print(pod, 'Site administration' in page)
+"""
+
+
+def test_the_admin_stays_logged_in_across_pods_through_the_service(deployed):
+    t = Transcript()
+    t.note("log in once through the Service, then 20 admin pages, each from whichever pod answers")
+    output = pod_python(t, "app-python-0", ADMIN_SCRIPT % ADMIN_PASSWORD)
+    t.save("admin")
+    answers = [line.split() for line in output.splitlines()]
+    assert len(answers) == 20
+    assert all(logged_in == "True" for _, logged_in in answers)
+    assert len({pod for pod, _ in answers}) >= 2, answers
+
+
+def test_transcripts_are_where_the_guide_quotes_them():
+    guide = (ROOT / "docs" / "kubernetes.md").read_text()
+    for path in sorted(Path(TRANSCRIPTS).glob("e2e-*.txt")):
+        assert f"transcripts/{path.name}" in guide, f"{path.name} is not quoted in the guide"

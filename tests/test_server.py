@@ -1,6 +1,7 @@
 """The visits site as it runs in production: `manage.py serve` (gunicorn) on 127.0.0.1."""
 
 import contextlib
+import http.client
 import re
 import signal
 import sqlite3
@@ -23,7 +24,7 @@ class Load:
         self.port = port
         self.per_thread = per_thread
         self.statuses: list[int] = []
-        self.failures: list[str] = []  # connection-level: refused, reset
+        self.failures: list[str] = []  # connection-level: refused, reset, answer cut short
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
@@ -34,7 +35,7 @@ class Load:
                 return
             try:
                 status = http_request(self.port, "/")[0]
-            except OSError as error:
+            except (OSError, http.client.HTTPException) as error:  # refused, reset, cut short
                 with self._lock:
                     self.failures.append(type(error).__name__)
                 continue

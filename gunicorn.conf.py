@@ -14,3 +14,19 @@ timeout = 30
 graceful_timeout = 20
 # gunicorn >= 25.1 opens a control socket under $HOME, which a read-only root cannot hold.
 control_socket_disable = True
+
+
+def child_exit(server, worker):
+    """A worker killed between a commit and its write of the visits file (SIGKILL, OOM) leaves
+    the file behind the database: bring it up to date from the master. Never raises: an
+    exception here would stop the master."""
+    try:
+        import django
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visits_site.settings")
+        django.setup()
+        from counter.visits import visits_file_resync
+
+        visits_file_resync()
+    except Exception:
+        server.log.exception("could not bring the visits file up to date after a worker exit")

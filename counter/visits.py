@@ -26,7 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from counter.models import DailyVisits, VisitCounter
@@ -212,6 +212,15 @@ def visits_file_sync() -> int:
         return total
     finally:
         os.close(lock_fd)
+
+
+def visits_file_resync() -> None:
+    """visits_file_sync for gunicorn's master after a worker exits (gunicorn.conf.py): the
+    connection is closed again, so none is carried into the next fork."""
+    try:
+        visits_file_sync()
+    finally:
+        connections.close_all()
 
 
 class _FileSyncer:

@@ -2,12 +2,14 @@
 
 import contextlib
 import http.client
+import os
 import re
 import signal
 import sqlite3
 import threading
 import urllib.parse
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import make_password
@@ -111,6 +113,17 @@ def test_concurrent_visits_are_all_counted_and_the_file_keeps_up(make_server):
     assert len(watcher.values) > 100
     assert watcher.values == sorted(watcher.values), "the file went backwards"
     assert watcher.values[-1] == 1600
+
+
+def test_a_worker_killed_before_its_file_write_is_covered_by_the_master(make_server):
+    server = make_server(WEB_CONCURRENCY="1").start().wait_ready()
+    master = server.process.pid  # `serve` exec'd gunicorn: the same process
+    (worker,) = map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())
+    assert server.get("/")[0] == 200
+    os.kill(worker, signal.SIGKILL)  # well inside the worker's 50 ms before its own file write
+    server.wait_file(1)
+    server.wait_ready()  # a new worker answers, and the count is intact
+    assert server.visits() == 1
 
 
 def test_probes_reads_and_head_do_not_count(make_server):

@@ -45,7 +45,7 @@ manifests: $(BIN)/activate .venv-checks/bin/activate
 bench: $(BIN)/activate
 	$(BIN)/python bench/run.py
 
-# A real single-node Kubernetes built from source (root; cold build about 20 minutes).
+# A real single-node Kubernetes built from source (root; the first build took 9 minutes here).
 cluster-up:
 	bash scripts/cluster.sh up
 
@@ -72,7 +72,8 @@ image:
 
 # Three containers, each with its own volume; the transcript is the docs' copy of a real run.
 demo: image
-	ENGINE=$(ENGINE) IMAGE=$(IMAGE) bash scripts/container-demo.sh | tee docs/transcripts/container-demo.txt
+	ENGINE=$(ENGINE) IMAGE=$(IMAGE) bash scripts/container-demo.sh > docs/transcripts/container-demo.txt
+	cat docs/transcripts/container-demo.txt
 
 # For machines without a container registry (like CI's): podman + runc, and a stand-in
 # python:3.13-slim made from Debian packages. Needs root.

@@ -50,7 +50,7 @@ build() {
   local missing=()
   for name in "${kube[@]}"; do [[ -x $BIN/$name ]] || missing+=("k8s.io/kubernetes/cmd/$name"); done
   if ((${#missing[@]})); then
-    log "building ${#missing[@]} Kubernetes $K8S_VERSION commands (cold: about 20 minutes on 2 cores)"
+    log "building ${#missing[@]} Kubernetes $K8S_VERSION commands (the first time: minutes)"
     (cd "$ROOT/cluster" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${missing[@]}")
   fi
   [[ -x $BIN/etcd ]] || (cd "$ROOT/cluster/etcd" && log "building etcd" &&

@@ -9,8 +9,9 @@ ENGINE=${ENGINE:-podman}
 IMAGE=${IMAGE:?set IMAGE, e.g. app-python:1.0.0}
 PORT=${PORT:-18080}  # app-python-N listens on 127.0.0.1:PORT+N
 PODS=(app-python-0 app-python-1 app-python-2)
-NETWORK=app-python-demo  # name-based DNS between containers, like the headless Service
-PEERS=http://app-python-0:8000,http://app-python-1:8000,http://app-python-2:8000
+# A network whose DNS answers the alias app-python-headless with every container's address,
+# as the StatefulSet's headless Service does: /cluster finds its peers through it.
+NETWORK=app-python-demo
 # Passed by name (--env NAME), so the key never appears in the output.
 DJANGO_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')
 export DJANGO_SECRET_KEY
@@ -36,8 +37,10 @@ for n in "${!PODS[@]}"; do
   run "$ENGINE" volume create "data-$pod"
   run "$ENGINE" run --detach --name "$pod" --read-only --cap-drop ALL \
     --security-opt no-new-privileges --tmpfs /tmp --volume "data-$pod:/app/data" \
-    --network "$NETWORK" --publish "127.0.0.1:$((PORT + n)):8000" --env POD_NAME="$pod" \
-    --env VISITS_PEERS="$PEERS" --env DJANGO_ALLOWED_HOSTS="localhost,127.0.0.1,$pod" \
+    --network "$NETWORK" --network-alias app-python-headless \
+    --publish "127.0.0.1:$((PORT + n)):8000" --env POD_NAME="$pod" \
+    --env VISITS_PEER_SERVICE=app-python-headless \
+    --env DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1,app-python-headless \
     --env DJANGO_SECRET_KEY "${health[@]}" "$IMAGE"
 done
 for n in "${!PODS[@]}"; do

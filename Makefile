@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= app-python:$(VERSION)
+# The image's org.opencontainers.image.source label: this clone's remote, when it has one.
+SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),unknown)
 # docker when its engine answers, else podman (this project's machines have podman only).
 ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; else echo podman; fi)
 # podman builds: keep HEALTHCHECK (docker image format) and trust the host's CA bundle in RUN.
@@ -68,7 +70,7 @@ format: $(BIN)/activate
 	$(BIN)/ruff format .
 
 image:
-	$(ENGINE) build $(BUILD_FLAGS) --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	$(ENGINE) build $(BUILD_FLAGS) --build-arg VERSION=$(VERSION) --build-arg SOURCE=$(SOURCE) -t $(IMAGE) .
 
 # Three containers, each with its own volume; the transcript is the docs' copy of a real run.
 demo: image

@@ -15,7 +15,7 @@
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-K8S_VERSION=v1.34.4
+K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/cluster/go.mod")  # one source: go.mod
 COREDNS_VERSION=v1.12.4
 DIR=$ROOT/.cluster
 BIN=$DIR/bin
@@ -44,7 +44,8 @@ build() {
   mkdir -p "$BIN" "$cache"
   cp -n "$cache"/* "$BIN/" 2>/dev/null || true
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
-  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34"
+  local minor=${K8S_VERSION#v1.}
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
   local kube=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl)
   local missing=()

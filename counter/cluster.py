@@ -46,8 +46,9 @@ class PodCount:
     error: str | None
 
 
-def peers_discover(*, request_host: str) -> list[Peer]:
-    """This pod's peers, itself included. `request_host` is how the client reached this pod."""
+def peers_discover(*, request_host: str, timeout: float) -> list[Peer]:
+    """This pod's peers, itself included. `request_host` is how the client reached this pod;
+    the Service's DNS lookup gets `timeout` seconds (a resolver may otherwise wait far longer)."""
     own_names = {settings.POD_NAME, request_host}
     if settings.VISITS_PEERS:
         peers = []
@@ -58,9 +59,10 @@ def peers_discover(*, request_host: str) -> list[Peer]:
         return peers
     if settings.VISITS_PEER_SERVICE:
         service, port = settings.VISITS_PEER_SERVICE, settings.VISITS_PEER_PORT
+        lookup = _pool().submit(socket.getaddrinfo, service, port, type=socket.SOCK_STREAM)
         try:
-            infos = socket.getaddrinfo(service, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:  # asked anyway, so the page says the name does not resolve
+            infos = lookup.result(timeout=timeout)
+        except (socket.gaierror, TimeoutError):  # asked anyway: the page says what went wrong
             return [Peer(url=f"http://{service}:{port}", host=service, is_self=False)]
         addresses = sorted({info[4][0] for info in infos})
         return [
@@ -129,7 +131,7 @@ def _name_of(peer: Peer) -> str | None:
 
 
 _executor: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
-_cache: tuple[float, tuple, list[PodCount]] | None = None
+_cache: tuple[float, str, list[PodCount]] | None = None  # (when, request host, counts)
 _cache_lock = threading.Lock()
 
 
@@ -141,17 +143,23 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def cluster_counts(*, request_host: str) -> list[PodCount]:
-    """Every pod's count, sorted by pod name; unreachable pods carry an error instead."""
+    """Every pod's count, sorted by pod name; unreachable pods carry an error instead.
+
+    Discovery and the peers' answers share one deadline, and both are cached together.
+    """
     global _cache
-    peers = peers_discover(request_host=request_host)
-    key = tuple(peers)
     with _cache_lock:
-        if _cache and _cache[1] == key and time.monotonic() - _cache[0] < CACHE_SECONDS:
+        now = time.monotonic()
+        if _cache and _cache[1] == request_host and now - _cache[0] < CACHE_SECONDS:
             return _cache[2]
+        deadline = now + ANSWER_WITHIN
+        peers = peers_discover(request_host=request_host, timeout=ANSWER_WITHIN)
         futures = {_pool().submit(_ask, peer): peer for peer in peers if not peer.is_self}
-        done, _ = concurrent.futures.wait(futures, timeout=ANSWER_WITHIN)
-        counts = [
-            future.result() if future in done else _failed(peer, "timeout")
+        done, _ = concurrent.futures.wait(futures, timeout=max(0, deadline - time.monotonic()))
+        counts = [  # no reverse DNS for a peer that timed out: it could outlast the deadline
+            future.result()
+            if future in done
+            else PodCount(pod=None, visits=None, url=peer.url, error="timeout")
             for future, peer in futures.items()
         ]
         counts += [
@@ -160,5 +168,5 @@ def cluster_counts(*, request_host: str) -> list[PodCount]:
             if peer.is_self
         ]
         counts.sort(key=lambda count: (count.pod is None, count.pod or "", count.url))
-        _cache = (time.monotonic(), key, counts)
+        _cache = (time.monotonic(), request_host, counts)
         return counts

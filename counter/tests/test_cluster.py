@@ -175,6 +175,44 @@ def test_the_pods_own_service_address_is_read_locally(client, counter, settings,
     ]
 
 
+def test_the_service_is_looked_up_once_per_cache_window(client, counter, peers, settings,
+                                                       monkeypatch):  # fmt: skip
+    peer = peers(answer={"pod": "app-python-1", "visits": 6})
+    settings.VISITS_PEERS, settings.VISITS_PEER_SERVICE = [], "localhost"
+    settings.VISITS_PEER_PORT = int(peer.url.rsplit(":", 1)[1])
+    lookups = []
+    real_getaddrinfo = cluster.socket.getaddrinfo
+
+    def counting_getaddrinfo(host, *args, **kwargs):
+        lookups.append(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.socket, "getaddrinfo", counting_getaddrinfo)
+    for _ in range(3):
+        get_json(client)
+    assert lookups.count("localhost") == 1
+
+
+def test_a_hanging_dns_lookup_does_not_hang_the_page(client, counter, settings, monkeypatch):
+    """A resolver that never answers (a stand-in: no DNS server of ours can be made to hang the
+    machine's resolver here) costs the page the deadline, not the resolver's own timeout."""
+    monkeypatch.setattr(cluster, "_cache", None)
+    settings.VISITS_PEERS, settings.VISITS_PEER_SERVICE = [], "app-python-headless"
+    release = threading.Event()
+    monkeypatch.setattr(cluster.socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30))
+    try:
+        answer = get_json(client)
+    finally:
+        release.set()
+    assert answer == {
+        "total": 0,
+        "pods": [
+            {"pod": None, "visits": None, "url": "http://app-python-headless:8000",
+             "error": "timeout"},
+        ],
+    }  # fmt: skip
+
+
 def test_an_unresolvable_service_is_reported(client, counter, settings, monkeypatch):
     monkeypatch.setattr(cluster, "_cache", None)
     settings.VISITS_PEERS = []

@@ -1,8 +1,8 @@
 """A bar chart of visits per day as inline SVG, built on the server: no JavaScript, no assets.
 
 Bars are drawn in visit units inside a group whose transform scales them to the busiest day, so
-the markup of past days does not depend on today's count and is built once per process per
-window (this runs on every GET /).
+the markup of past days does not depend on today's count. The home page builds the chart once per
+process and history window, with today's bar and the scale left as slots (counter/page.py).
 """
 
 import functools
@@ -18,7 +18,7 @@ HEIGHT = PLOT_HEIGHT + 18
 Day = tuple[date, int]
 
 
-def _bar(index: int, slot: float, day: date, visits: int) -> str:
+def _bar(index: int, slot: float, day: date, visits: int | str) -> str:
     return (
         f'<rect x="{index * slot + slot * 0.15:.1f}" width="{slot * 0.7:.1f}" height="{visits}">'
         f"<title>{day.isoformat()}: {visits} visits</title></rect>"
@@ -32,16 +32,22 @@ def _past_bars(past: tuple[Day, ...]) -> tuple[str, int]:
     return bars, max((int(visits) for _, visits in past), default=0)
 
 
-def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: int) -> SafeString:
-    """Bars for the `past` days, oldest first, then today. Only dates and ints reach the markup."""
-    bars, past_peak = _past_bars(past)
-    scale = PLOT_HEIGHT / (max(past_peak, visits) or 1)
+def history_chart_scale(*, past: tuple[Day, ...], visits: int) -> str:
+    """The vertical scale that makes the busiest day, today included, fill the plot."""
+    return f"{PLOT_HEIGHT / (max(_past_bars(past)[1], visits) or 1):.6g}"
+
+
+def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: str, scale: str) -> SafeString:
+    """Bars for the `past` days, oldest first, then today's `visits` bar, all scaled by `scale`
+    (history_chart_scale). Both arrive as text, so the page can leave them as slots to fill in
+    per visit (counter/page.py). Only dates, ints and those two reach the markup."""
+    bars = _past_bars(past)[0]
     first = past[0][0] if past else today
     return mark_safe(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"'
         f' aria-label="Visits per day, last {len(past) + 1} days">'
-        f'<g transform="translate(0 {PLOT_HEIGHT}) scale(1 -{scale:.6g})">'
-        f"{bars}{_bar(len(past), WIDTH / (len(past) + 1), today, int(visits))}</g>"
+        f'<g transform="translate(0 {PLOT_HEIGHT}) scale(1 -{scale})">'
+        f"{bars}{_bar(len(past), WIDTH / (len(past) + 1), today, visits)}</g>"
         f'<line class="axis" x1="0" y1="{PLOT_HEIGHT}" x2="{WIDTH}" y2="{PLOT_HEIGHT}"/>'
         f'<text x="0" y="{HEIGHT - 4}">{first:%b %d}</text>'
         f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end">{today:%b %d}</text></svg>'

@@ -11,8 +11,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from counter.chart import cluster_chart_svg, history_chart_svg
+from counter.chart import cluster_chart_svg
 from counter.cluster import cluster_counts
+from counter.page import home_page_html
 from counter.visits import (
     readiness_problem,
     visit_record,
@@ -45,17 +46,7 @@ def home(request: HttpRequest) -> HttpResponse:
     """The page. A GET counts one visit; a HEAD shows the headers without counting."""
     today = timezone.now().date()
     tally = visit_record(day=today) if request.method == "GET" else visits_current(day=today)
-    past = visits_past_days(today=today)
-    context = {  # numbers as text: the template would localize ints, at 12 us a visit
-        "pod": settings.POD_NAME,
-        "total": str(tally.total),
-        "today": str(tally.today),
-        "chart": history_chart_svg(past=past.days, today=today, visits=tally.today),
-        "days": len(past.days) + 1,
-        "version": settings.APP_VERSION,
-    }
-    # No request context: the page needs no context processors, and they cost 20 us a visit.
-    return HttpResponse(render_to_string("counter/home.html", context))
+    return HttpResponse(home_page_html(tally=tally, past=visits_past_days(today=today)))
 
 
 @never_cache

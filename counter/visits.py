@@ -5,11 +5,12 @@ autocommit upsert counts the visit in today's row and, through triggers, in the 
 own busy handler sleeps 1, 2, 5, 10 ... ms when the lock is taken instead of waking the waiter
 when it frees; the flock wakes waiters at once (docs/performance.md has the measurements).
 
-The `visits` file is replaced atomically (temp file + rename) by one background thread per
-process, shortly after a visit, under a second flock and from a fresh read of the database, so
-every replacement writes the newest committed total: the file never goes backwards, readers
-never see it empty or partial, and it trails the database by about FILE_SYNC_DELAY. Replacing a
-file costs far more than a visit (ext4 starts writeback on rename), so it is not done per visit.
+The `visits` file is replaced atomically (temp file + rename) at most every FILE_SYNC_DELAY per
+process (by a visit, or by a background thread after the last visits), under a second flock and
+from a fresh read of the database, so every replacement writes the newest committed total: the
+file never goes backwards, readers never see it empty or partial, and it trails the database by
+about FILE_SYNC_DELAY. Replacing a file costs far more than a visit (ext4 starts writeback on
+rename), so it is not done per visit.
 """
 
 import contextlib
@@ -20,13 +21,12 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from counter.models import DailyVisits, VisitCounter
@@ -34,13 +34,13 @@ from counter.models import DailyVisits, VisitCounter
 logger = logging.getLogger(__name__)
 
 COUNTER_ID = 1
-FILE_SYNC_DELAY = 0.05
+FILE_SYNC_DELAY = 0.25  # well inside the 1 s the file may trail the database
 MAX_COUNT = 2**63 - 1
 
 # RETURNING reports values as the statement saw them, before AFTER triggers ran
 # (sqlite.org/lang_returning.html): the subquery is the total without this visit.
-_VISIT = (
-    f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (%s, 1)"
+_VISIT = (  # run on the sqlite3 connection itself, hence `?`
+    f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (?, 1)"
     " ON CONFLICT (day) DO UPDATE SET visits = visits + 1"
     f" RETURNING visits, (SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID})"
 )
@@ -73,28 +73,48 @@ def data_path(name: str) -> Path:
 
 # --- counting ---------------------------------------------------------------------------------
 
-_writer_thread_lock = threading.Lock()
-_writer_lock_file: tuple[int, object, int] | None = None  # (pid, data dir setting, fd)
 
+class _WriterLock:
+    """The data directory's writer lock: a thread lock within a process, `flock` across them.
 
-@contextlib.contextmanager
-def _writers_serialized() -> Iterator[None]:
-    """Hold the data directory's writer lock: a thread lock within a process, flock across.
-
-    The lock file stays open per process (and per data directory: tests change it).
+    The lock file stays open per process and per data directory (tests change it). A forked
+    child must not reuse its parent's descriptor: a flock belongs to the open file, which the
+    two would share, so each would think it holds the lock alone.
     """
-    global _writer_lock_file
-    with _writer_thread_lock:
-        key = (os.getpid(), settings.VISITS_DATA_DIR)
-        if _writer_lock_file is None or _writer_lock_file[:2] != key:
-            path = data_path(".count.lock")
-            _writer_lock_file = (*key, os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        fd = _writer_lock_file[2]
-        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def __init__(self) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._directory: object = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd = None
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
         try:
-            yield
+            if self._directory != settings.VISITS_DATA_DIR or self._fd is None:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                path = data_path(".count.lock")
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._directory = settings.VISITS_DATA_DIR
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._thread_lock.release()
+
+
+_writer_lock = _WriterLock()
 
 
 def visit_record(*, day: date) -> VisitTally:
@@ -103,11 +123,16 @@ def visit_record(*, day: date) -> VisitTally:
     One autocommit statement: the upsert of the day's row, whose triggers add the visit to the
     total (migration 0001). It returns the total from before its triggers ran; writers are
     serialized, so this visit's total is exactly one more.
+
+    The statement runs on the sqlite3 connection under Django's, inside Django's translation
+    of database errors: Django's cursor wrapper cost more than the statement itself (17 us
+    against 14 us in a loop, docs/performance.md).
     """
-    with _writers_serialized(), connection.cursor() as cursor:
-        cursor.execute(_VISIT, [day])
-        today, total_before = cursor.fetchone()
-    _file_syncer.request()
+    db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not three
+    db.ensure_connection()
+    with db.wrap_database_errors, _writer_lock:
+        today, total_before = db.connection.execute(_VISIT, (day.isoformat(),)).fetchone()
+    _file_syncer.visited()
     return VisitTally(total=total_before + 1, today=today)
 
 
@@ -224,39 +249,69 @@ def visits_file_resync() -> None:
 
 
 class _FileSyncer:
-    """One daemon thread per process that runs visits_file_sync shortly after visits."""
+    """Keeps the visits file within about FILE_SYNC_DELAY of the database, for one process.
+
+    A visit that finds this process's last sync FILE_SYNC_DELAY old syncs the file itself, after
+    its commit; the others only note that a sync is owed. A daemon thread pays what is still owed
+    when visits stop, FILE_SYNC_DELAY after the last sync. Under load it finds nothing to do, and
+    that is the point: a thread making file and database calls while the request thread serves
+    makes the two hand the GIL to each other on every call, which cost more per visit than the
+    syncs themselves (docs/performance.md).
+    """
 
     def __init__(self) -> None:
-        self._start_lock = threading.Lock()
-        self._pid: int | None = None
-        self._wanted = threading.Event()
+        self._forget()
+        # After a fork the parent's thread does not exist in the child: it starts its own.
+        os.register_at_fork(after_in_child=self._forget)
 
-    def request(self) -> None:
-        if self._pid != os.getpid():
-            self._start()
-        self._wanted.set()
+    def _forget(self) -> None:
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._wake = threading.Event()
+        self._next_at = 0.0  # monotonic time from which a visit syncs
+        self._covered_at = 0.0  # when the last successful sync began (it read the total after)
+        self._owed_at = -1.0  # when a visit last left a sync to the thread
+
+    def visited(self) -> None:
+        """Call after each committed visit."""
+        now = time.monotonic()
+        if now >= self._next_at:
+            self._sync(now)
+            return
+        self._owed_at = now
+        if not self._wake.is_set():  # setting an Event takes its lock: only when needed
+            if not self._started:
+                self._start()
+            self._wake.set()
+
+    def _sync(self, now: float) -> None:
+        self._next_at = now + FILE_SYNC_DELAY
+        try:
+            visits_file_sync()
+        except (DatabaseError, OSError, CounterMissingError):
+            logger.exception("could not update the visits file; retrying in 1 s")
+            connection.close()
+            self._next_at = now + 1.0
+            self._owed_at = now
+            self._wake.set()
+        else:
+            self._covered_at = now
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._pid == os.getpid():
-                return
-            # After a fork the parent's thread does not exist here: start this process's own.
-            self._wanted = threading.Event()
-            threading.Thread(target=self._run, name="visits-file-sync", daemon=True).start()
-            self._pid = os.getpid()
+            if not self._started:
+                threading.Thread(target=self._run, name="visits-file-sync", daemon=True).start()
+                self._started = True
 
     def _run(self) -> None:
         while True:
-            self._wanted.wait()
-            time.sleep(FILE_SYNC_DELAY)  # gather the visits of the next moment into one write
-            self._wanted.clear()
-            try:
-                visits_file_sync()
-            except (DatabaseError, OSError, CounterMissingError):
-                logger.exception("could not update the visits file; retrying in 1 s")
-                connection.close()
-                self._wanted.set()
-                time.sleep(1)
+            self._wake.wait()
+            while (wait := self._next_at - time.monotonic()) > 0:
+                time.sleep(wait)  # a visit may sync meanwhile
+            self._wake.clear()
+            # Anything a visit noted before this clear is visible here (it set the flag first).
+            if self._owed_at >= self._covered_at:
+                self._sync(time.monotonic())
 
 
 _file_syncer = _FileSyncer()

@@ -37,7 +37,7 @@ def http_request(
 
 def wait_for_file(path: Path, expected: str, timeout: float = 1.0) -> None:
     """The visits file must read `expected` within `timeout` s: the app's promise after the
-    last visit (it trails the database by about 50 ms)."""
+    last visit (it trails the database by about 0.25 s)."""
     deadline = time.monotonic() + timeout
     while (text := path.read_text()) != expected:
         assert time.monotonic() < deadline, f"{path} holds {text!r}, not {expected!r}"

@@ -115,15 +115,26 @@ def test_concurrent_visits_are_all_counted_and_the_file_keeps_up(make_server):
     assert watcher.values[-1] == 1600
 
 
+def test_the_last_visits_reach_the_file_without_further_visits(make_server):
+    server = make_server(WEB_CONCURRENCY="1").start().wait_ready()
+    assert server.get("/")[0] == 200  # the worker's first visit writes the file itself
+    assert server.file_count() == "1\n"
+    assert server.get("/")[0] == 200  # the next, within FILE_SYNC_DELAY, leaves it owed
+    assert server.file_count() == "1\n"
+    server.wait_file(2)  # paid by the worker's thread
+
+
 def test_a_worker_killed_before_its_file_write_is_covered_by_the_master(make_server):
     server = make_server(WEB_CONCURRENCY="1").start().wait_ready()
     master = server.process.pid  # `serve` exec'd gunicorn: the same process
     (worker,) = map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())
     assert server.get("/")[0] == 200
-    os.kill(worker, signal.SIGKILL)  # well inside the worker's 50 ms before its own file write
-    server.wait_file(1)
+    assert server.get("/")[0] == 200
+    assert server.file_count() == "1\n"  # the second visit's file write is owed
+    os.kill(worker, signal.SIGKILL)  # well inside the worker's 0.25 s before it writes
+    server.wait_file(2)
     server.wait_ready()  # a new worker answers, and the count is intact
-    assert server.visits() == 1
+    assert server.visits() == 2
 
 
 def test_probes_reads_and_head_do_not_count(make_server):
@@ -188,6 +199,8 @@ def test_count_survives_restart_and_the_file_is_rebuilt_from_the_database(make_s
     server.start().wait_ready()
     assert server.file_count() == "5\n"
     assert server.visits() == 5
+    with contextlib.closing(sqlite3.connect(server.data_dir / "db.sqlite3")) as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (1024,)  # set for a new database
 
 
 def test_a_legacy_visits_file_is_adopted_once(make_server, tmp_path):

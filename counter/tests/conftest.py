@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from counter import visits
+from counter import page, visits
 from counter.models import VisitCounter
 from counter.visits import COUNTER_ID
 
@@ -11,13 +11,14 @@ DAY = date(2026, 11, 24)
 
 @pytest.fixture(autouse=True)
 def _process_state(monkeypatch):
-    """Per-process state of counter.visits, fresh for each test.
+    """Per-process state of counter.visits and counter.page, fresh for each test.
 
     The visits file is synced in the test's own thread: the background syncer thread would
     outlive the test's database. The real thread runs in the server tests (tests/).
     """
     monkeypatch.setattr(visits, "_past_days", None)
-    monkeypatch.setattr(visits._file_syncer, "request", visits.visits_file_sync)
+    monkeypatch.setattr(page, "_frame", None)
+    monkeypatch.setattr(visits._file_syncer, "visited", visits.visits_file_sync)
 
 
 @pytest.fixture

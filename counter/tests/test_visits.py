@@ -1,4 +1,5 @@
 import contextlib
+import os
 import sqlite3
 from datetime import timedelta
 
@@ -172,3 +173,19 @@ def test_database_check_accepts_a_healthy_database_and_a_missing_one(tmp_path):
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     database_check(path=path)
+
+
+def test_a_forked_child_opens_its_own_writer_lock(counter):
+    """A flock belongs to the open file: a child (a gunicorn worker) reusing its parent's
+    descriptor would share the parent's lock instead of waiting for it."""
+    visit_record(day=DAY)
+    assert visits._writer_lock._fd is not None
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write_end, repr(visits._writer_lock._fd).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    assert os.read(read_end, 100) == b"None"
+    os.close(read_end)

@@ -61,6 +61,15 @@ for round in 1 2; do
     curl -fs -o /dev/null "http://127.0.0.1:$((PORT + n))/"
   done
 done
+# Each file may trail its database by up to a second after the last visit: wait until each one
+# agrees with its container's /visits before showing it.
+for n in 0 1 2; do
+  for _ in $(seq 20); do
+    [ "$("$ENGINE" exec "${PODS[$n]}" cat /app/data/visits)" = \
+      "$(curl -fs "http://127.0.0.1:$((PORT + n))/visits")" ] && break
+    sleep 0.05
+  done
+done
 total=0
 for pod in "${PODS[@]}"; do
   run "$ENGINE" exec "$pod" cat /app/data/visits

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,13 +35,17 @@ def http_request(
         connection.close()
 
 
-def wait_for_file(path: Path, expected: str, timeout: float = 1.0) -> None:
-    """The visits file must read `expected` within `timeout` s: the app's promise after the
-    last visit (it trails the database by about 0.25 s)."""
+def wait_for_text(read: Callable[[], str], expected: str, what: str, timeout: float = 1.0) -> None:
+    """A visits file must read `expected` within `timeout` s: the app's promise after the last
+    visit (it trails the database by about 0.25 s)."""
     deadline = time.monotonic() + timeout
-    while (text := path.read_text()) != expected:
-        assert time.monotonic() < deadline, f"{path} holds {text!r}, not {expected!r}"
+    while (text := read()) != expected:
+        assert time.monotonic() < deadline, f"{what} holds {text!r}, not {expected!r}"
         time.sleep(0.01)
+
+
+def wait_for_file(path: Path, expected: str) -> None:
+    wait_for_text(path.read_text, expected, str(path))
 
 
 class Server:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SECRET_KEY, free_port, http_request, wait_for_file
+from tests.conftest import (
+    ROOT,
+    SECRET_KEY,
+    free_port,
+    http_request,
+    wait_for_file,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.container
 
@@ -105,6 +112,9 @@ class Container:
     def cat_visits(self) -> str:
         return engine("exec", self.name, "cat", "/app/data/visits").stdout
 
+    def wait_visits(self, expected: int) -> None:
+        wait_for_text(self.cat_visits, f"{expected}\n", f"{self.name}:/app/data/visits")
+
     def stop(self) -> int:
         engine("stop", "--time=30", self.name)
         return json.loads(engine("inspect", self.name).stdout)[0]["State"]["ExitCode"]
@@ -169,7 +179,7 @@ def test_runs_like_the_pod_counts_stops_cleanly_and_keeps_the_count(image, volum
     status, page, _ = http_request(first.port, "/")
     assert status == 200 and b'<strong id="total">5</strong>' in page
     assert first.get("/healthz") == 200
-    assert first.cat_visits() == "5\n"
+    first.wait_visits(5)
     assert first.healthcheck() == 0
     writable = engine("exec", first.name, "touch", "/app/oops", check=False)
     assert writable.returncode != 0 and "Read-only file system" in writable.stderr
@@ -192,7 +202,7 @@ def test_a_legacy_visits_file_on_a_fresh_volume_is_adopted(image, volume, contai
     containers.append(container)
     container.wait_ready()
     assert container.get("/") == 200
-    assert container.cat_visits() == "42\n"
+    container.wait_visits(42)
 
 
 def test_works_on_a_volume_prepared_like_fsgroup(image, tmp_path, containers):

@@ -86,11 +86,19 @@ READ_VISITS = (
 
 
 def counts(t: Transcript) -> dict[str, int]:
-    """Each pod's visits file, read with kubectl exec, checked against the pod's /visits."""
+    """Each pod's visits file, read with kubectl exec, checked against the pod's /visits.
+
+    The file may trail the database by up to a second after the last visit: the first reads
+    are retried, without being recorded, until they agree within that second."""
     found = {}
     for pod in PODS:
-        text = t.kubectl("exec", f"pod/{pod}", "--", "cat", "/app/data/visits")
+        cat = ("exec", f"pod/{pod}", "--", "cat", "/app/data/visits")
         answer = pod_python(Transcript(), pod, READ_VISITS)
+        deadline = time.monotonic() + 1.0
+        while Transcript().kubectl(*cat, record=False) != answer:
+            assert time.monotonic() < deadline, (pod, "file still differs from /visits", answer)
+            time.sleep(0.1)
+        text = t.kubectl(*cat)
         assert text == answer, (pod, text, answer)
         found[pod] = int(text)
     return found

@@ -89,6 +89,8 @@ class _WriterLock:
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the parent's open file: this process opens its own
         self._thread_lock = threading.Lock()
         self._fd = None
 
@@ -253,10 +255,10 @@ class _FileSyncer:
 
     A visit that finds this process's last sync FILE_SYNC_DELAY old syncs the file itself, after
     its commit; the others only note that a sync is owed. A daemon thread pays what is still owed
-    when visits stop, FILE_SYNC_DELAY after the last sync. Under load it finds nothing to do, and
-    that is the point: a thread making file and database calls while the request thread serves
-    makes the two hand the GIL to each other on every call, which cost more per visit than the
-    syncs themselves (docs/performance.md).
+    once visits stop: FILE_SYNC_DELAY after the last one. While visits keep coming it only wakes
+    to see that, and that is the point: a thread making file and database calls while the
+    request thread serves makes the two hand the GIL to each other on every call, which cost
+    more per visit than the syncs themselves (docs/performance.md).
     """
 
     def __init__(self) -> None:
@@ -277,7 +279,10 @@ class _FileSyncer:
         now = time.monotonic()
         if now >= self._next_at:
             self._sync(now)
-            return
+        else:
+            self._owe(now)
+
+    def _owe(self, now: float) -> None:
         self._owed_at = now
         if not self._wake.is_set():  # setting an Event takes its lock: only when needed
             if not self._started:
@@ -292,8 +297,7 @@ class _FileSyncer:
             logger.exception("could not update the visits file; retrying in 1 s")
             connection.close()
             self._next_at = now + 1.0
-            self._owed_at = now
-            self._wake.set()
+            self._owe(now)
         else:
             self._covered_at = now
 
@@ -303,11 +307,16 @@ class _FileSyncer:
                 threading.Thread(target=self._run, name="visits-file-sync", daemon=True).start()
                 self._started = True
 
+    def _thread_due_at(self) -> float:
+        """When the thread syncs: once visits stop (they sync themselves meanwhile), or when a
+        failed sync's retry is due."""
+        return max(self._next_at, self._owed_at + FILE_SYNC_DELAY)
+
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            while (wait := self._next_at - time.monotonic()) > 0:
-                time.sleep(wait)  # a visit may sync meanwhile
+            while (wait := self._thread_due_at() - time.monotonic()) > 0:
+                time.sleep(wait)
             self._wake.clear()
             # Anything a visit noted before this clear is visible here (it set the flag first).
             if self._owed_at >= self._covered_at:

@@ -1,6 +1,7 @@
 import contextlib
 import os
 import sqlite3
+import threading
 from datetime import timedelta
 
 import pytest
@@ -189,3 +190,22 @@ def test_a_forked_child_opens_its_own_writer_lock(counter):
     os.waitpid(child, 0)
     assert os.read(read_end, 100) == b"None"
     os.close(read_end)
+
+
+def test_a_failed_sync_is_retried_by_the_thread_without_further_visits(monkeypatch):
+    """The first sync of a process runs in the visit; if it fails, the thread must retry it
+    even though no visit ever started the thread."""
+    calls = []
+    retried = threading.Event()
+
+    def sync_failing_once() -> int:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        retried.set()
+        return 1
+
+    monkeypatch.setattr(visits, "visits_file_sync", sync_failing_once)
+    visits._FileSyncer().visited()
+    assert retried.wait(5), calls
+    assert calls == ["MainThread", "visits-file-sync"]

@@ -5,7 +5,6 @@ the markup of past days does not depend on today's count. The home page builds t
 process and history window, with today's bar and the scale left as slots (counter/page.py).
 """
 
-import functools
 from datetime import date
 from urllib.parse import urlsplit
 
@@ -25,29 +24,23 @@ def _bar(index: int, slot: float, day: date, visits: int | str) -> str:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _past_bars(past: tuple[Day, ...]) -> tuple[str, int]:
-    slot = WIDTH / (len(past) + 1)
-    bars = "".join(_bar(index, slot, day, int(visits)) for index, (day, visits) in enumerate(past))
-    return bars, max((int(visits) for _, visits in past), default=0)
-
-
-def history_chart_scale(*, past: tuple[Day, ...], visits: int) -> str:
-    """The vertical scale that makes the busiest day, today included, fill the plot."""
-    return f"{PLOT_HEIGHT / (max(_past_bars(past)[1], visits) or 1):.6g}"
+def history_chart_scale(*, busiest: int) -> str:
+    """The vertical scale that makes the busiest day's bar (today included) fill the plot."""
+    return f"{PLOT_HEIGHT / (busiest or 1):.6g}"
 
 
 def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: str, scale: str) -> SafeString:
     """Bars for the `past` days, oldest first, then today's `visits` bar, all scaled by `scale`
     (history_chart_scale). Both arrive as text, so the page can leave them as slots to fill in
     per visit (counter/page.py). Only dates, ints and those two reach the markup."""
-    bars = _past_bars(past)[0]
+    slot = WIDTH / (len(past) + 1)
+    bars = "".join(_bar(index, slot, day, int(count)) for index, (day, count) in enumerate(past))
     first = past[0][0] if past else today
     return mark_safe(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"'
         f' aria-label="Visits per day, last {len(past) + 1} days">'
         f'<g transform="translate(0 {PLOT_HEIGHT}) scale(1 -{scale})">'
-        f"{bars}{_bar(len(past), WIDTH / (len(past) + 1), today, visits)}</g>"
+        f"{bars}{_bar(len(past), slot, today, visits)}</g>"
         f'<line class="axis" x1="0" y1="{PLOT_HEIGHT}" x2="{WIDTH}" y2="{PLOT_HEIGHT}"/>'
         f'<text x="0" y="{HEIGHT - 4}">{first:%b %d}</text>'
         f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end">{today:%b %d}</text></svg>'

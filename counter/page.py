@@ -31,6 +31,7 @@ class _Frame:
     past: PastDays
     pod: str
     version: str
+    past_peak: int  # the busiest past day, for the chart's scale
     pieces: tuple[str, ...]  # the rendered page split at its slots: text, slot name, text, ...
 
 
@@ -55,7 +56,13 @@ def _frame_render(past: PastDays) -> _Frame:
     names = pieces[1::2]
     if len(pieces) % 2 == 0 or set(names) != set(SLOTS):
         raise RuntimeError(f"counter/home.html rendered with slots {names}, expected {SLOTS}")
-    return _Frame(past=past, pod=settings.POD_NAME, version=settings.APP_VERSION, pieces=pieces)
+    return _Frame(
+        past=past,
+        pod=settings.POD_NAME,
+        version=settings.APP_VERSION,
+        past_peak=max((visits for _, visits in past.days), default=0),
+        pieces=pieces,
+    )
 
 
 def home_page_html(*, tally: VisitTally, past: PastDays) -> str:
@@ -72,7 +79,7 @@ def home_page_html(*, tally: VisitTally, past: PastDays) -> str:
     values = {
         "total": str(tally.total),
         "today": str(tally.today),
-        "scale": history_chart_scale(past=past.days, visits=tally.today),
+        "scale": history_chart_scale(busiest=max(frame.past_peak, tally.today)),
     }
     pieces = list(frame.pieces)
     pieces[1::2] = [values[name] for name in pieces[1::2]]

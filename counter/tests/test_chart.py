@@ -11,7 +11,7 @@ def past(*counts: int) -> tuple[tuple[date, int], ...]:
 
 
 def chart(past_days: tuple[tuple[date, int], ...], visits: int) -> str:
-    scale = history_chart_scale(past=past_days, visits=visits)
+    scale = history_chart_scale(busiest=max([visits] + [count for _, count in past_days]))
     return history_chart_svg(past=past_days, today=TODAY, visits=str(visits), scale=scale)
 
 

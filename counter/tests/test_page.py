@@ -12,7 +12,7 @@ from counter.visits import VisitTally, visit_record, visits_past_days
 
 def rendered(*, tally: VisitTally, past, pod: str, version: str) -> str:
     """The page as rendering the template for this one visit gives it."""
-    scale = history_chart_scale(past=past.days, visits=tally.today)
+    scale = history_chart_scale(busiest=max([tally.today] + [count for _, count in past.days]))
     chart = history_chart_svg(past=past.days, today=DAY, visits=str(tally.today), scale=scale)
     context = {
         "pod": pod,

@@ -26,3 +26,24 @@ class DailyVisits(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day}: {self.visits}"
+
+
+class LoginFailures(models.Model):
+    """Failed admin logins from one client address with one username, or with any username
+    (username NULL), counted while each follows the last within the lockout time
+    (counter/login_throttle.py). In the pod's database, so every worker process sees them."""
+
+    address = models.CharField(max_length=100)
+    # NULL, not "": the row for every username of the address, which no typed name can reach.
+    username = models.CharField(max_length=150, null=True)  # noqa: DJ001
+    failures = models.PositiveIntegerField(default=0)
+    last_failure = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name_plural = "login failures"
+        constraints = [
+            models.UniqueConstraint(fields=["address", "username"], name="login_failures_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} {self.username!r}: {self.failures}"

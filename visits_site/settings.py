@@ -65,6 +65,18 @@ VISITS_ADMIN_USERNAME = os.environ.get("VISITS_ADMIN_USERNAME", "admin")
 VISITS_ADMIN_PASSWORD_HASH = os.environ.get("VISITS_ADMIN_PASSWORD_HASH", "")
 VISITS_ADMIN_PASSWORD = os.environ.get("VISITS_ADMIN_PASSWORD", "")
 
+# Admin login throttling (counter/login_throttle.py): failures counted per client address and
+# username in the pod's database, shared by its worker processes and kept across restarts.
+VISITS_LOGIN_FAILURE_LIMIT = int(os.environ.get("VISITS_LOGIN_FAILURE_LIMIT", "10"))
+VISITS_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("VISITS_LOGIN_LOCKOUT_SECONDS", "900"))
+# One address trying many usernames (Django hashes the password for unknown ones too).
+VISITS_LOGIN_ADDRESS_FAILURE_LIMIT = 3 * VISITS_LOGIN_FAILURE_LIMIT
+# Password checks at once per worker process, each ~0.2 s of one core, off the event loop.
+VISITS_PASSWORD_CHECKS = 1
+# Proxies in front of the pods that append to X-Forwarded-For (1 behind an Ingress); 0 trusts
+# no such header, so a client cannot pick the address it is throttled as.
+VISITS_TRUSTED_PROXY_HOPS = int(os.environ.get("VISITS_TRUSTED_PROXY_HOPS", "0"))
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -76,12 +88,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it drops the body of a HEAD response after every other one has run.
+    "counter.head.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "counter.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "counter.login_throttle.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "counter.middleware.DatabaseUnavailableMiddleware",
@@ -137,7 +153,24 @@ SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_AGE = 30 * 60
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_flag("DJANGO_SECURE_COOKIES")
+
+# TLS ends in front of the pods (an Ingress, docs/kubernetes.md), which says so in
+# X-Forwarded-Proto. The kubelet's probes, Prometheus and /cluster's peers reach the pods over
+# plain HTTP: their paths are not redirected.
+HTTPS = _env_flag("DJANGO_HTTPS")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics|visits)$"]
+    SECURE_HSTS_SECONDS = 365 * 24 * 60 * 60
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # Preloading hard-codes the domain into browsers: its owner's decision, not a default.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+AUTHENTICATION_BACKENDS = ["counter.login_throttle.ThrottledModelBackend"]
+# Django's default (PBKDF2), run off the event loop; the only one, so every check is bounded.
+PASSWORD_HASHERS = ["counter.login_throttle.OffLoopPBKDF2PasswordHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -161,6 +194,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A rejected request (foreign Host, too many fields, ...) is one line: no traceback.
+    "filters": {"quiet_rejections": {"()": "counter.security.QuietRejectionsFilter"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["quiet_rejections"],
+        }
+    },
     "root": {"handlers": ["stderr"], "level": "INFO"},
 }

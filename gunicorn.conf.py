@@ -1,14 +1,22 @@
-"""gunicorn settings for `manage.py serve`. GUNICORN_CMD_ARGS overrides any of them."""
+"""gunicorn settings for `manage.py serve`. GUNICORN_CMD_ARGS overrides any of them.
+
+The limits that keep a pod answering hostile clients are explained in visits_site/server.py.
+"""
 
 import os
 
 bind = ["0.0.0.0:8000"]
 chdir = os.path.dirname(os.path.abspath(__file__))
-# Few workers: they all queue on SQLite's single writer, so more only add memory.
-workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# gevent workers (visits_site/server.py): slow or idle clients each hold a greenlet, not a
+# worker. Few workers: they all queue on SQLite's single writer, so more only add memory.
+worker_class = "visits_site.server.Worker"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_connections = 1000  # per worker; one more gets 503
+keepalive = 5  # seconds for a request head to arrive, and for an idle connection to live
 accesslog = "-"
 # The heartbeat file lives in memory, off a read-only root filesystem.
 worker_tmp_dir = "/dev/shm"
+# A worker whose event loop is stuck this long is killed and replaced by the master.
 timeout = 30
 # Below the pod's terminationGracePeriodSeconds (30 s), so in-flight requests finish.
 graceful_timeout = 20
@@ -16,17 +24,17 @@ graceful_timeout = 20
 control_socket_disable = True
 
 
-def child_exit(server, worker):
-    """A worker killed between a commit and its write of the visits file (SIGKILL, OOM) leaves
-    the file behind the database: bring it up to date from the master. Never raises: an
-    exception here would stop the master."""
-    try:
-        import django
+def post_worker_init(worker):
+    """Every worker keeps the visits file up to date (counter/visits_file.py)."""
+    from counter.visits_file import FileKeeper
 
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visits_site.settings")
-        django.setup()
-        from counter.visits import visits_file_resync
+    worker.visits_file_keeper = FileKeeper()
+    worker.visits_file_keeper.start()
 
-        visits_file_resync()
-    except Exception:
-        server.log.exception("could not bring the visits file up to date after a worker exit")
+
+def worker_exit(server, worker):
+    """A worker that stops brings the visits file up to date with its last visits. gunicorn
+    also calls this in the master for a worker that is already gone: nothing to do there."""
+    keeper = getattr(worker, "visits_file_keeper", None)
+    if keeper is not None and os.getpid() == worker.pid:
+        keeper.check()

@@ -1,6 +1,17 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
+
+
+def _wait_cooperatively(sender: object, connection: object, **kwargs: object) -> None:
+    from counter.locks import sqlite_retry_wrapper
+
+    if sqlite_retry_wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.append(sqlite_retry_wrapper)
 
 
 class CounterConfig(AppConfig):
     name = "counter"
     verbose_name = "Visits"
+
+    def ready(self) -> None:
+        connection_created.connect(_wait_cooperatively)

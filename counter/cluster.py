@@ -11,16 +11,17 @@ import concurrent.futures
 import json
 import os
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from counter.visits import visits_total
+from counter.locks import FileLock
+from counter.visits import data_path, visits_total
 
 PEER_TIMEOUT = 1.0  # per peer, connect and read
 ANSWER_WITHIN = 1.3  # the page does not wait longer than this for the slowest peer
@@ -46,15 +47,15 @@ class PodCount:
     error: str | None
 
 
-def peers_discover(*, request_host: str, timeout: float) -> list[Peer]:
-    """This pod's peers, itself included. `request_host` is how the client reached this pod;
-    the Service's DNS lookup gets `timeout` seconds (a resolver may otherwise wait far longer)."""
-    own_names = {settings.POD_NAME, request_host}
+def peers_discover(*, timeout: float) -> list[Peer]:
+    """This pod's peers, itself included. Which one is this pod comes from its own settings
+    (POD_NAME, POD_IP), never from the request. The Service's DNS lookup gets `timeout` seconds
+    (a resolver may otherwise wait far longer)."""
     if settings.VISITS_PEERS:
         peers = []
         for url in settings.VISITS_PEERS:
             parts = urlsplit(url)
-            is_self = parts.hostname in own_names or parts.netloc in own_names
+            is_self = settings.POD_NAME in (parts.hostname, parts.netloc)
             peers.append(Peer(url=url.rstrip("/"), host=parts.netloc, is_self=is_self))
         return peers
     if settings.VISITS_PEER_SERVICE:
@@ -73,7 +74,7 @@ def peers_discover(*, request_host: str, timeout: float) -> list[Peer]:
             )
             for address in addresses
         ]
-    return [Peer(url=f"http://{request_host}", host=request_host, is_self=True)]
+    return [Peer(url=f"http://{settings.POD_NAME}", host=settings.POD_NAME, is_self=True)]
 
 
 def _ask(peer: Peer) -> PodCount:
@@ -131,8 +132,6 @@ def _name_of(peer: Peer) -> str | None:
 
 
 _executor: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
-_cache: tuple[float, str, list[PodCount]] | None = None  # (when, request host, counts)
-_cache_lock = threading.Lock()
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -142,31 +141,57 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _executor[1]
 
 
-def cluster_counts(*, request_host: str) -> list[PodCount]:
+def _counts_ask() -> list[PodCount]:
+    """Every pod's count, asked now: discovery and the peers' answers share one deadline."""
+    deadline = time.monotonic() + ANSWER_WITHIN
+    peers = peers_discover(timeout=ANSWER_WITHIN)
+    futures = {_pool().submit(_ask, peer): peer for peer in peers if not peer.is_self}
+    done, _ = concurrent.futures.wait(futures, timeout=max(0, deadline - time.monotonic()))
+    counts = [  # no reverse DNS for a peer that timed out: it could outlast the deadline
+        future.result()
+        if future in done
+        else PodCount(pod=None, visits=None, url=peer.url, error="timeout")
+        for future, peer in futures.items()
+    ]
+    counts += [
+        PodCount(pod=settings.POD_NAME, visits=visits_total(), url=peer.url, error=None)
+        for peer in peers
+        if peer.is_self
+    ]
+    counts.sort(key=lambda count: (count.pod is None, count.pod or "", count.url))
+    return counts
+
+
+def _cache_read(path: Path) -> list[PodCount] | None:
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not 0 <= time.monotonic() - cached["at"] < CACHE_SECONDS:  # one clock for all processes
+        return None
+    return [PodCount(**count) for count in cached["counts"]]
+
+
+def cluster_counts() -> list[PodCount]:
     """Every pod's count, sorted by pod name; unreachable pods carry an error instead.
 
-    Discovery and the peers' answers share one deadline, and both are cached together.
+    One answer per CACHE_SECONDS for the whole pod, whoever asks: it is kept in a file of the
+    data directory that every worker reads, and made by one request at a time (a file lock),
+    so a burst of page loads, even with a peer that hangs, asks each peer once.
     """
-    global _cache
-    with _cache_lock:
-        now = time.monotonic()
-        if _cache and _cache[1] == request_host and now - _cache[0] < CACHE_SECONDS:
-            return _cache[2]
-        deadline = now + ANSWER_WITHIN
-        peers = peers_discover(request_host=request_host, timeout=ANSWER_WITHIN)
-        futures = {_pool().submit(_ask, peer): peer for peer in peers if not peer.is_self}
-        done, _ = concurrent.futures.wait(futures, timeout=max(0, deadline - time.monotonic()))
-        counts = [  # no reverse DNS for a peer that timed out: it could outlast the deadline
-            future.result()
-            if future in done
-            else PodCount(pod=None, visits=None, url=peer.url, error="timeout")
-            for future, peer in futures.items()
-        ]
-        counts += [
-            PodCount(pod=settings.POD_NAME, visits=visits_total(), url=peer.url, error=None)
-            for peer in peers
-            if peer.is_self
-        ]
-        counts.sort(key=lambda count: (count.pod is None, count.pod or "", count.url))
-        _cache = (time.monotonic(), request_host, counts)
+    path = data_path(".cluster.json")
+    if (counts := _cache_read(path)) is not None:
         return counts
+    lock = FileLock(data_path(".cluster.lock"))
+    try:
+        with lock:
+            if (counts := _cache_read(path)) is not None:  # made while this one waited
+                return counts
+            counts = _counts_ask()
+            cached = {"at": time.monotonic(), "counts": [asdict(count) for count in counts]}
+            tmp = path.with_name(f".cluster.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached))
+            os.replace(tmp, path)
+            return counts
+    finally:
+        lock.close()

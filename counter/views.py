@@ -13,14 +13,9 @@ from django.views.decorators.vary import vary_on_headers
 
 from counter.chart import cluster_chart_svg
 from counter.cluster import cluster_counts
+from counter.health import readiness_problem
 from counter.page import home_page_html
-from counter.visits import (
-    readiness_problem,
-    visit_record,
-    visits_current,
-    visits_past_days,
-    visits_total,
-)
+from counter.visits import visit_record, visits_current, visits_past_days, visits_total
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -123,7 +118,7 @@ def cluster(request: HttpRequest) -> HttpResponse:
         as_json = _wants_json(request)
     except FormatError as error:
         return HttpResponseBadRequest(f"{error}\n", content_type=TEXT)
-    counts = cluster_counts(request_host=request.get_host())
+    counts = cluster_counts()
     total = sum(count.visits or 0 for count in counts)
     if as_json:
         return JsonResponse({"total": total, "pods": [asdict(count) for count in counts]})

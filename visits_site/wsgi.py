@@ -1,7 +1,10 @@
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+
+from visits_site.server import RequestBodyGuard
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visits_site.settings")
 
-application = get_wsgi_application()
+application = RequestBodyGuard(get_wsgi_application(), max_body=settings.VISITS_MAX_BODY_BYTES)

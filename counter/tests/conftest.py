@@ -11,14 +11,9 @@ DAY = date(2026, 11, 24)
 
 @pytest.fixture(autouse=True)
 def _process_state(monkeypatch):
-    """Per-process state of counter.visits and counter.page, fresh for each test.
-
-    The visits file is synced in the test's own thread: the background syncer thread would
-    outlive the test's database. The real thread runs in the server tests (tests/).
-    """
+    """Per-process state of counter.visits and counter.page, fresh for each test."""
     monkeypatch.setattr(visits, "_past_days", None)
     monkeypatch.setattr(page, "_frame", None)
-    monkeypatch.setattr(visits._file_syncer, "visited", visits.visits_file_sync)
 
 
 @pytest.fixture

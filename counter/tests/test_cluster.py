@@ -45,8 +45,7 @@ class Peer:
 
 
 @pytest.fixture
-def peers(settings, monkeypatch):
-    monkeypatch.setattr(cluster, "_cache", None)
+def peers(settings):
     made: list[Peer] = []
 
     def make(**kwargs) -> Peer:
@@ -162,7 +161,6 @@ def test_peers_found_through_the_service_name(client, counter, peers, settings):
 
 
 def test_the_pods_own_service_address_is_read_locally(client, counter, settings, monkeypatch):
-    monkeypatch.setattr(cluster, "_cache", None)
     settings.VISITS_PEERS = []
     settings.VISITS_PEER_SERVICE = "localhost"
     settings.VISITS_PEER_PORT = int(closed_port_url().rsplit(":", 1)[1])
@@ -196,7 +194,6 @@ def test_the_service_is_looked_up_once_per_cache_window(client, counter, peers, 
 def test_a_hanging_dns_lookup_does_not_hang_the_page(client, counter, settings, monkeypatch):
     """A resolver that never answers (a stand-in: no DNS server of ours can be made to hang the
     machine's resolver here) costs the page the deadline, not the resolver's own timeout."""
-    monkeypatch.setattr(cluster, "_cache", None)
     settings.VISITS_PEERS, settings.VISITS_PEER_SERVICE = [], "app-python-headless"
     release = threading.Event()
     monkeypatch.setattr(cluster.socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30))
@@ -214,7 +211,6 @@ def test_a_hanging_dns_lookup_does_not_hang_the_page(client, counter, settings, 
 
 
 def test_an_unresolvable_service_is_reported(client, counter, settings, monkeypatch):
-    monkeypatch.setattr(cluster, "_cache", None)
     settings.VISITS_PEERS = []
     settings.VISITS_PEER_SERVICE = "no-such-service.invalid"
     answer = get_json(client)

@@ -1,7 +1,5 @@
 import contextlib
-import os
 import sqlite3
-import threading
 from datetime import timedelta
 
 import pytest
@@ -9,19 +7,10 @@ from django.db import IntegrityError
 
 from counter import visits
 from counter.models import DailyVisits, VisitCounter
+from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
 from counter.tests.conftest import DAY
-from counter.visits import (
-    DataDirError,
-    counter_initialize,
-    data_dir_check,
-    data_path,
-    database_check,
-    visit_record,
-    visits_current,
-    visits_file_read,
-    visits_file_sync,
-    visits_past_days,
-)
+from counter.visits import data_path, visit_record, visits_current, visits_past_days
+from counter.visits_file import visits_file_read, visits_file_sync
 
 
 def test_visit_record_counts_total_and_day(counter):
@@ -174,38 +163,3 @@ def test_database_check_accepts_a_healthy_database_and_a_missing_one(tmp_path):
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     database_check(path=path)
-
-
-def test_a_forked_child_opens_its_own_writer_lock(counter):
-    """A flock belongs to the open file: a child (a gunicorn worker) reusing its parent's
-    descriptor would share the parent's lock instead of waiting for it."""
-    visit_record(day=DAY)
-    assert visits._writer_lock._fd is not None
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.write(write_end, repr(visits._writer_lock._fd).encode())
-        os._exit(0)
-    os.close(write_end)
-    os.waitpid(child, 0)
-    assert os.read(read_end, 100) == b"None"
-    os.close(read_end)
-
-
-def test_a_failed_sync_is_retried_by_the_thread_without_further_visits(monkeypatch):
-    """The first sync of a process runs in the visit; if it fails, the thread must retry it
-    even though no visit ever started the thread."""
-    calls = []
-    retried = threading.Event()
-
-    def sync_failing_once() -> int:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 1:
-            raise OSError(28, "No space left on device")
-        retried.set()
-        return 1
-
-    monkeypatch.setattr(visits, "visits_file_sync", sync_failing_once)
-    visits._FileSyncer().visited()
-    assert retried.wait(5), calls
-    assert calls == ["MainThread", "visits-file-sync"]

@@ -6,13 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
 from counter.admin_user import AdminUserError, admin_user_ensure
-from counter.visits import (
-    DataDirError,
-    counter_initialize,
-    data_dir_check,
-    database_check,
-    visits_file_sync,
-)
+from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
+from counter.visits_file import visits_file_sync
 
 
 class Command(BaseCommand):

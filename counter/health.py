@@ -1,0 +1,37 @@
+"""What /readyz reports: whether this process can count visits and keep the visits file."""
+
+import os
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+
+from counter.visits import CounterMissingError
+from counter.visits_file import visits_file_path, visits_file_sync
+
+_migrations_applied = False  # once true, stays true for the life of the process
+
+
+def readiness_problem() -> str | None:
+    """Why this process should not get traffic, or None when it is ready.
+
+    Syncing the visits file proves at once that the database answers, the counter exists and
+    the file can be written (not a directory, not read-only): an operator's mistake with the
+    file makes the pod unready at the next probe, and ready again once it is undone.
+    """
+    global _migrations_applied
+    try:
+        if not _migrations_applied:
+            executor = MigrationExecutor(connection)
+            if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+                return "database migrations are not applied"
+            _migrations_applied = True
+        if not os.access(settings.VISITS_DATA_DIR, os.W_OK):
+            return f"data directory {settings.VISITS_DATA_DIR} is not writable"
+        visits_file_sync()
+    except (DatabaseError, CounterMissingError) as error:
+        connection.close()
+        return f"database unavailable: {error}"
+    except OSError as error:
+        return f"cannot write the visits file {visits_file_path()}: {error}"
+    return None

@@ -1,0 +1,74 @@
+"""Start-up checks and set-up for `manage.py prepare`, before any worker serves."""
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from counter.models import VisitCounter
+from counter.visits import COUNTER_ID
+from counter.visits_file import visits_file_path, visits_file_read
+
+
+class DataDirError(RuntimeError):
+    """The data directory or something in it cannot be used; the message says why."""
+
+
+def data_dir_check() -> None:
+    """Create the data directory if needed and prove it is writable, or raise DataDirError."""
+    directory = Path(settings.VISITS_DATA_DIR)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            probe.write(b"ok")
+    except OSError as error:
+        raise DataDirError(
+            f"data directory {directory} is not writable by uid {os.getuid()}: {error}"
+        ) from error
+    for stale in directory.glob(".visits.*.tmp"):  # left by a process killed mid-replace
+        stale.unlink(missing_ok=True)
+
+
+def database_check(*, path: Path) -> None:
+    """Refuse a database SQLite cannot read or whose integrity check fails.
+
+    Never replace it: a new empty database would silently reset the count to zero. Checked with
+    a plain connection before Django opens (and would start using) the file.
+    """
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
+    except sqlite3.DatabaseError as error:
+        problems = [str(error)]
+    if problems:
+        raise DataDirError(
+            f"database {path} is damaged ({'; '.join(problems[:3])}). Refusing to start rather"
+            " than replace it with an empty one: restore it from a backup or move it aside."
+        )
+
+
+def counter_initialize() -> int | None:
+    """Create the counter row if this database has none; return the adopted legacy count.
+
+    A `visits` file found next to a new database was left by an earlier version of the app:
+    its number becomes the starting count, once. Garbage in it stops the start-up rather than
+    silently starting from zero.
+    """
+    with transaction.atomic():
+        if VisitCounter.objects.filter(pk=COUNTER_ID).exists():
+            return None
+        try:
+            legacy = visits_file_read(visits_file_path())
+        except ValueError as error:
+            raise DataDirError(
+                f"{error}. The database is new, so that file would be its starting count:"
+                " fix the number or delete the file to start from 0."
+            ) from error
+        VisitCounter.objects.create(pk=COUNTER_ID, total=legacy or 0)
+    return legacy

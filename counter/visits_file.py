@@ -1,0 +1,111 @@
+"""The `visits` file beside the database: the total as plain text, for `cat`.
+
+Visits never touch it: replacing a file costs far more than counting a visit (ext4 starts
+writeback on rename, docs/performance.md). Instead every worker process runs a FileKeeper that,
+every PERIOD seconds, reads the total and the file and replaces the file when they differ. So
+the file trails the database by about PERIOD, and a file an operator deleted or overwrote is
+rebuilt just as fast, visits or not. Each replacement is a temporary file renamed over the old
+one, so a reader never sees it empty or partial, made under `.visits.lock` with the total read
+under that lock, so it never goes backwards whichever process writes it. A worker also syncs
+the file when it exits (gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
+"""
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from counter.locks import FileLock
+from counter.visits import MAX_COUNT, CounterMissingError, visits_total
+
+logger = logging.getLogger(__name__)
+
+PERIOD = 0.25  # well inside the second the file may trail the database
+
+
+def visits_file_path() -> Path:
+    return Path(settings.VISITS_DATA_DIR) / "visits"
+
+
+def visits_file_read(path: Path) -> int | None:
+    """The count a visits file holds; None if there is no file. Raises ValueError if garbage."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    value = text.strip()
+    if not value.isdigit() or int(value) > MAX_COUNT:
+        raise ValueError(f"{path} holds {text[:40]!r}, not a count of visits")
+    return int(value)
+
+
+def _file_replace(path: Path, value: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".visits.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as tmp_file:
+            tmp_file.write(f"{value}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def visits_file_sync() -> int:
+    """Make the visits file hold the database's total; return that total.
+
+    Raises OSError when the file cannot be written (a directory in its place, no permission,
+    disk full), DatabaseError or CounterMissingError when the total cannot be read.
+    """
+    path = visits_file_path()
+    lock = FileLock(path.with_name(".visits.lock"))
+    try:
+        with lock:
+            total = visits_total()
+            try:
+                current = visits_file_read(path)
+            except (ValueError, IsADirectoryError):
+                current = None
+            if current != total:
+                _file_replace(path, total)
+            return total
+    finally:
+        lock.close()
+
+
+class FileKeeper:
+    """Syncs the visits file every `period` seconds, in a daemon thread (a greenlet in a gevent
+    worker) of this process. A failure is logged once, when it starts, and again when it ends."""
+
+    def __init__(self, period: float = PERIOD) -> None:
+        self.period = period
+        self.problem: str | None = None
+
+    def check(self) -> None:
+        try:
+            visits_file_sync()
+        except (DatabaseError, OSError, CounterMissingError) as error:
+            connection.close()  # a fresh one next time, once the cause is gone
+            problem = f"cannot update the visits file {visits_file_path()}: {error}"
+            if problem != self.problem:
+                logger.error("%s; retrying every %s s", problem, self.period)
+            self.problem = problem
+        else:
+            if self.problem is not None:
+                logger.info("the visits file is up to date again")
+            self.problem = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="visits-file-keeper", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period)
+            self.check()

@@ -1,0 +1,164 @@
+"""What keeps one pod's server answering when its clients are slow, idle, greedy or oversized.
+
+gunicorn runs gevent workers (gunicorn.conf.py): a connection costs a greenlet, not a worker,
+so clients that send slowly or not at all can no longer take every worker, and the probes with
+them, as they did with sync and gthread workers (docs/performance.md). The limits:
+
+- the request head must arrive within gunicorn's `keepalive` (5 s) of the connection opening or
+  of the previous answer, else the connection is closed (gunicorn's gevent worker);
+- a body larger than `max_body` is refused with 413 before any of it is read (Content-Length),
+  or as soon as a chunked body grows past it; the body must arrive within BODY_GRACE seconds
+  plus one second per BODY_RATE bytes, else 408. Either way the connection is then closed.
+  Bodies are read here, into memory, so Django never waits on a client and never spools to disk;
+- a worker holds at most `worker_connections` (1000) connections: one more gets 503 and is
+  closed at once, instead of waiting unanswered in the listen queue.
+
+No Django import here: gunicorn's master loads the worker class.
+"""
+
+import contextlib
+import io
+import logging
+import socket
+import time
+
+from gunicorn.workers.ggevent import GeventWorker
+
+logger = logging.getLogger("visits_site.server")
+
+BODY_GRACE = 10.0  # seconds any body gets
+BODY_RATE = 8192  # bytes per second a larger body must keep up on average
+_REFUSE_ROOM = 100  # connections beyond the cap that can still be answered 503
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 48\r\n\r\n"
+    b"Service unavailable: too many open connections.\n"
+)
+
+
+class Worker(GeventWorker):
+    """gunicorn's gevent worker, answering 503 beyond `worker_connections` open connections."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_connections = 0
+        self.refused_logged_at = 0.0
+        # The connection pool gets room beyond the cap, so refusals are answered too.
+        self.worker_connections = self.cfg.worker_connections + _REFUSE_ROOM
+
+    def handle(self, listener: socket.socket, client: socket.socket, addr: object) -> None:
+        if self.open_connections >= self.cfg.worker_connections:
+            with contextlib.suppress(OSError):
+                client.sendall(_BUSY)
+            client.close()
+            if time.monotonic() - self.refused_logged_at > 10:  # one line per 10 s at most
+                self.refused_logged_at = time.monotonic()
+                self.log.warning(
+                    "503: %s connections open, the cap (worker_connections)",
+                    self.cfg.worker_connections,
+                )
+            return
+        self.open_connections += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.open_connections -= 1
+
+
+class BodyTooSlowError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise BodyTooSlowError if the block takes longer than `seconds`: under gevent only,
+    the server's model. Elsewhere (runserver-style use, tests in one process) no deadline."""
+    from gevent import Timeout, monkey
+
+    if not monkey.is_module_patched("socket"):
+        yield
+        return
+    timeout = Timeout(seconds, BodyTooSlowError)
+    timeout.start()
+    try:
+        yield
+    finally:
+        timeout.close()
+
+
+class _Refusal:
+    """A short plain-text answer whose end also ends the connection: the rest of the body is
+    never read, so the connection cannot carry another request."""
+
+    def __init__(self, environ: dict, start_response, status: str, text: str) -> None:
+        body = text.encode()
+        start_response(
+            status,
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        self.body = [body]
+        self.client = environ.get("gunicorn.socket")
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(OSError):
+                self.client.shutdown(socket.SHUT_RD)
+
+
+class RequestBodyGuard:
+    """WSGI middleware: reads a request's body into memory within its limits, or refuses it."""
+
+    def __init__(self, app, *, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    def __call__(self, environ: dict, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length = int(environ.get("CONTENT_LENGTH") or 0)  # gunicorn has validated it
+        if not length and not chunked:
+            return self.app(environ, start_response)
+        if length > self.max_body:
+            return self._refuse(environ, start_response, "413 Content Too Large", length)
+        expected = length if not chunked else self.max_body
+        try:
+            with _deadline(BODY_GRACE + expected / BODY_RATE):
+                body = self._read(environ["wsgi.input"], length if not chunked else None)
+        except BodyTooSlowError:
+            return self._refuse(environ, start_response, "408 Request Timeout", expected)
+        if len(body) > self.max_body:
+            return self._refuse(environ, start_response, "413 Content Too Large", len(body))
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))  # Django reads no more than this
+        return self.app(environ, start_response)
+
+    def _read(self, stream, length: int | None) -> bytes:
+        """`length` bytes, or with None (chunked) up to one byte past the limit."""
+        wanted = length if length is not None else self.max_body + 1
+        parts, received = [], 0
+        while received < wanted:
+            part = stream.read(min(65536, wanted - received))
+            if not part:
+                break
+            parts.append(part)
+            received += len(part)
+        return b"".join(parts)
+
+    def _refuse(self, environ: dict, start_response, status: str, size: int) -> _Refusal:
+        reason = (
+            f"request body too slow: the server reads at least {BODY_RATE} bytes/s after"
+            f" {BODY_GRACE:.0f} s"
+            if status.startswith("408")
+            else f"request body of {size} bytes, over the limit of {self.max_body} bytes"
+        )
+        logger.warning(
+            "%s %s %s from %s: %s",
+            status.split()[0],
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            environ.get("REMOTE_ADDR"),
+            reason,
+        )
+        return _Refusal(environ, start_response, status, f"{status[4:]}: {reason}.\n")

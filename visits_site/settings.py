@@ -61,6 +61,11 @@ VISITS_PEERS = _env_list("VISITS_PEERS", "")
 VISITS_PEER_SERVICE = os.environ.get("VISITS_PEER_SERVICE", "")
 VISITS_PEER_PORT = int(os.environ.get("VISITS_PEER_PORT", "8000"))
 
+# Request bodies are read into memory up to this size, larger ones refused with 413
+# (visits_site/server.py); Django then never spools an upload to disk.
+VISITS_MAX_BODY_BYTES = int(os.environ.get("VISITS_MAX_BODY_BYTES", str(64 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = VISITS_MAX_BODY_BYTES
+
 VISITS_ADMIN_USERNAME = os.environ.get("VISITS_ADMIN_USERNAME", "admin")
 VISITS_ADMIN_PASSWORD_HASH = os.environ.get("VISITS_ADMIN_PASSWORD_HASH", "")
 VISITS_ADMIN_PASSWORD = os.environ.get("VISITS_ADMIN_PASSWORD", "")
@@ -131,7 +136,9 @@ DATABASES = {
             # A DEFERRED transaction that reads then writes fails at once with "database is
             # locked" instead of waiting for the lock.
             "transaction_mode": "IMMEDIATE",
-            "timeout": 5,
+            # SQLite does not wait for its lock: its busy handler would stall every connection
+            # of a gevent worker. counter/locks.py retries instead, cooperatively, for 5 s.
+            "timeout": 0,
             "init_command": (
                 # Small pages for a new database (an existing one keeps its own): a visit
                 # writes two pages to the WAL, and 1 KiB ones raised the counting ratio from

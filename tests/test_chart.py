@@ -1,0 +1,317 @@
+"""The Helm chart (k8s/chart), proven without a cluster: helm lint, the kustomize checks of
+tests/test_manifests.py run on its renders, the schema's refusals, and the kustomize base kept
+equal to the chart's render (one source of truth)."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from django.urls import resolve
+
+from tests.conftest import ROOT
+from tests.test_manifests import (  # the kustomize checks, run here on the chart's renders
+    KUBERNETES_VERSIONS,
+    container,
+    statefulset,
+    test_checkov_fails_nothing_and_every_skip_has_a_reason,
+    test_every_environment_variable_is_read_by_the_app,
+    test_image_is_a_name_and_tag_matching_the_app_version,
+    test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port,
+    test_pod_runs_restricted_as_the_image_user,
+    test_probe_paths_are_app_urls_that_count_nothing,
+    test_statefulset_is_parallel_with_a_headless_governing_service,
+    test_update_strategy,
+    test_validates_strictly_against_the_api_schema,
+    test_volumes_ports_and_services_line_up,
+)
+
+pytestmark = pytest.mark.manifests
+
+CHART = ROOT / "k8s" / "chart"
+HELM_VERSION = re.search(r"^HELM_VERSION=(\S+)", (ROOT / "scripts/helm.sh").read_text(), re.M)
+CACHED_HELM = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "app-python" / f"helm-{HELM_VERSION.group(1)}" / "helm"
+)  # fmt: skip
+HELM = str(CACHED_HELM) if CACHED_HELM.exists() else shutil.which("helm")
+
+# The kustomizations' names, so the imported tests' parameters pick the matching render.
+VALUES = {
+    "base": [],
+    "overlays/ondelete": ["--set", "updateStrategy.type=OnDelete"],
+    "overlays/canary": ["--set", "updateStrategy.rollingUpdate.partition=2"],
+    "overlays/local": ["-f", str(CHART / "values-local.yaml")],
+}
+
+__all__ = [
+    "test_checkov_fails_nothing_and_every_skip_has_a_reason",
+    "test_every_environment_variable_is_read_by_the_app",
+    "test_image_is_a_name_and_tag_matching_the_app_version",
+    "test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port",
+    "test_pod_runs_restricted_as_the_image_user",
+    "test_probe_paths_are_app_urls_that_count_nothing",
+    "test_statefulset_is_parallel_with_a_headless_governing_service",
+    "test_update_strategy",
+    "test_validates_strictly_against_the_api_schema",
+    "test_volumes_ports_and_services_line_up",
+]
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if HELM is None:
+        pytest.skip("helm is not installed: `make helm` builds it (scripts/helm.sh)")
+    result = subprocess.run([HELM, *args], capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def template(*args: str, release: str = "app-python") -> dict[tuple[str, str], dict]:
+    output = helm("template", release, str(CHART), *args).stdout
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(output)}
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    """`helm template` of the default values and the OnDelete, canary and local ones."""
+    folder = tmp_path_factory.mktemp("chart")
+    files = {}
+    for name, args in VALUES.items():
+        path = folder / f"{name.replace('/', '-')}.yaml"
+        path.write_text(helm("template", "app-python", str(CHART), *args).stdout)
+        files[name] = path
+    return files
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_helm_lint_is_strictly_clean(name):
+    result = helm("lint", "--strict", str(CHART), *VALUES[name])
+    assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def test_the_kustomize_base_is_the_charts_render():
+    """One source of truth: edit k8s/chart, then `make k8s-base` renders the kustomize base."""
+    helm("version")  # skips when helm is missing
+    render = subprocess.run(
+        ["bash", "scripts/helm.sh", "kustomize-base"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "HELM": HELM},
+    )  # fmt: skip
+    assert render.returncode == 0, render.stderr
+    checked_in = (ROOT / "k8s" / "base" / "app-python.yaml").read_text()
+    assert checked_in == render.stdout, "k8s/base/app-python.yaml is stale: run `make k8s-base`"
+    objs = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(checked_in) if d}
+    assert objs == {
+        ("ServiceAccount", "app-python"),
+        ("ConfigMap", "app-python"),
+        ("Service", "app-python"),
+        ("Service", "app-python-headless"),
+        ("StatefulSet", "app-python"),
+        ("PodDisruptionBudget", "app-python"),
+        ("NetworkPolicy", "app-python"),
+    }  # the Secret is kustomize's (secretGenerator), the test hook Helm's
+
+
+def test_the_chart_is_the_apps_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert chart["appVersion"] == version.group(1)
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+    assert min(KUBERNETES_VERSIONS) == "1.30.0"  # the oldest the renders are validated against
+    too_old = helm("template", "app-python", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert too_old.returncode != 0 and "kubeVersion" in too_old.stderr, too_old.stderr
+
+
+def test_the_secret_key_is_generated_and_the_hash_passed_through():
+    first, second = (template()[("Secret", "app-python")]["data"] for _ in range(2))
+    key = base64.b64decode(first["DJANGO_SECRET_KEY"]).decode()
+    assert len(key) == 50 and key.isalnum()
+    assert first["DJANGO_SECRET_KEY"] != second["DJANGO_SECRET_KEY"]  # random, not built in
+    assert first["VISITS_ADMIN_PASSWORD_HASH"] == ""
+    objs = template("--set-string", "admin.passwordHash=pbkdf2_sha256$1$salt$hash")
+    secret = objs[("Secret", "app-python")]["data"]
+    assert base64.b64decode(secret["VISITS_ADMIN_PASSWORD_HASH"]) == b"pbkdf2_sha256$1$salt$hash"
+
+
+def test_an_existing_secret_replaces_the_charts():
+    objs = template("--set", "existingSecret=visits-secret")
+    assert not [name for kind, name in objs if kind == "Secret"]
+    assert {"secretRef": {"name": "visits-secret"}} in container(objs)["envFrom"]
+    assert "checksum/secret" not in statefulset(objs)["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_a_changed_setting_or_secret_rolls_the_pods():
+    def checksums(*args: str) -> dict[str, str]:
+        annotations = statefulset(template(*args))["spec"]["template"]["metadata"]["annotations"]
+        return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+
+    fixed = ["--set", "existingSecret=s"]
+    assert checksums(*fixed) == checksums(*fixed)
+    assert checksums(*fixed) != checksums(*fixed, "--set", "config.WEB_CONCURRENCY=4")
+    assert set(checksums()) == {"checksum/config", "checksum/secret"}
+
+
+@pytest.mark.parametrize(
+    ("release", "fullname"),
+    [("app-python", "app-python"), ("staging-app-python", "staging-app-python"),
+     ("visits", "visits-app-python")],
+)  # fmt: skip
+def test_names_follow_the_release(release, fullname):
+    objs = template(release=release)
+    headless = f"{fullname}-headless"
+    assert {name for _, name in objs} == {fullname, headless, f"{fullname}-test"}
+    sts = objs[("StatefulSet", fullname)]["spec"]
+    assert sts["serviceName"] == headless
+    assert sts["template"]["spec"]["serviceAccountName"] == fullname
+    assert sts["selector"]["matchLabels"]["app.kubernetes.io/instance"] == release
+    config = objs[("ConfigMap", fullname)]["data"]
+    assert config["VISITS_PEER_SERVICE"] == headless
+    assert {fullname, f".{headless}", "localhost"} <= set(config["DJANGO_ALLOWED_HOSTS"].split(","))
+
+
+def test_config_values_reach_the_configmap_and_win_over_the_charts():
+    config = template(
+        "--set", "config.WEB_CONCURRENCY=4", "--set", "admin.username=root",
+        "--set", "config.DJANGO_ALLOWED_HOSTS=visits.example.com",
+        "--set", "config.VISITS_PEER_SERVICE=visits-peers",
+    )[("ConfigMap", "app-python")]["data"]  # fmt: skip
+    assert config["WEB_CONCURRENCY"] == "4"
+    assert config["VISITS_ADMIN_USERNAME"] == "root"
+    assert config["DJANGO_ALLOWED_HOSTS"] == "visits.example.com"
+    assert config["VISITS_PEER_SERVICE"] == "visits-peers"
+
+
+def test_persistence_values_reach_the_claim_template():
+    objs = template(
+        "--set", "persistence.size=5Gi", "--set", "persistence.storageClass=fast",
+        "--set", "persistence.accessModes={ReadWriteOncePod}",
+    )  # fmt: skip
+    (claim,) = statefulset(objs)["spec"]["volumeClaimTemplates"]
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOncePod"],
+        "storageClassName": "fast",
+        "resources": {"requests": {"storage": "5Gi"}},
+    }
+    (claim,) = statefulset(template("--set", "persistence.storageClass=-"))["spec"][
+        "volumeClaimTemplates"
+    ]
+    assert claim["spec"]["storageClassName"] == ""  # "-": pre-created volumes only
+
+
+def test_image_values():
+    digest = f"sha256:{'a' * 64}"
+    app = container(
+        template("--set", "image.repository=registry.example.com/app-python",
+                 "--set", "image.tag=1.1.0", "--set", f"image.digest={digest}")
+    )  # fmt: skip
+    assert app["image"] == f"registry.example.com/app-python:1.1.0@{digest}"
+
+
+def test_the_service_monitor_scrapes_every_pod_through_the_headless_service_only():
+    assert not [kind for kind, _ in template() if kind == "ServiceMonitor"]
+    objs = template(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=prometheus",
+    )  # fmt: skip
+    monitor = objs[("ServiceMonitor", "app-python")]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selected = [
+        name
+        for (kind, name), obj in objs.items()
+        if kind == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
+    ]
+    assert selected == ["app-python-headless"]  # one scrape per pod, unready pods included
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert resolve("/metrics").url_name == "metrics"
+    # Prometheus asks for the pod by its address: the Host header the app must allow.
+    env = container(objs)["env"]
+    names = [variable["name"] for variable in env]
+    assert names.index("POD_IP") < names.index("DJANGO_ALLOWED_HOSTS")
+    hosts = next(v["value"] for v in env if v["name"] == "DJANGO_ALLOWED_HOSTS").split(",")
+    assert hosts[0] == "$(POD_IP)" and "app-python" in hosts
+
+
+def test_the_helm_test_pod_checks_through_the_service_counts_nothing_and_runs_restricted():
+    objs = template()
+    pod = objs[("Pod", "app-python-test")]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    sts = statefulset(objs)["spec"]
+    for service in (objs[("Service", "app-python")], objs[("Service", "app-python-headless")]):
+        selector = service["spec"]["selector"]
+        assert not selector.items() <= pod["metadata"]["labels"].items()  # not an endpoint
+    assert pod["spec"]["securityContext"] == sts["template"]["spec"]["securityContext"]
+    (test,) = pod["spec"]["containers"]
+    assert test["securityContext"] == container(objs)["securityContext"]
+    assert test["image"] == container(objs)["image"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    script = test["command"][-1]
+    assert 'base = "http://app-python:80"' in script
+    paths = re.findall(r'get\("(/[^"?]*)', script)
+    assert sorted(paths) == ["/cluster", "/healthz", "/readyz", "/visits"]
+    assert {resolve(path).url_name for path in paths} == {"cluster", "healthz", "readyz", "visits"}
+
+
+def test_notes_tell_how_to_reach_the_site_the_admin_and_each_pods_file():
+    notes = helm("install", "visits", str(CHART), "--dry-run=client", "-n", "lab").stdout
+    notes = notes[notes.index("NOTES:") :]
+    for n in range(3):
+        assert f"kubectl exec -n lab visits-app-python-{n} -- cat /app/data/visits" in notes
+    assert "visits-app-python-3" not in notes
+    assert "kubectl port-forward -n lab svc/visits-app-python 8080:80" in notes
+    assert "/admin/" in notes and "admin.passwordHash" in notes
+    assert "helm test visits -n lab" in notes
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["replicaCount=-1"], "replicaCount"),
+        (["podManagementPolicy=Paralel"], "podManagementPolicy"),
+        (["updateStrategy.type=Recreate"], "updateStrategy"),
+        (["updateStrategy.type=OnDelete", "updateStrategy.rollingUpdate.partition=2"],
+         "partition"),
+        (["updateStrategy.rollingUpdate.partition=-1"], "partition"),
+        (["updateStrategy.rollingUpdate.maxUnavailable=2"], "maxUnavailable"),
+        (["persistence.size=1GB"], "size"),
+        (["persistence.size=1 Gi"], "size"),
+        (["persistence.accessModes={ReadOnlyMany}"], "accessModes"),
+        (["persistentVolumeClaimRetentionPolicy.whenDeleted=Keep"], "whenDeleted"),
+        (["image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["admin.passwordHash=my-password"], "passwordHash"),
+        (["existingSecret=visits", "admin.passwordHash=pbkdf2_sha256$1$s$h"], "passwordHash"),
+        (["config.DJANGO_SECRET_KEY=in-a-configmap"], "DJANGO_SECRET_KEY"),
+        (["config.web_concurrency=4"], "web_concurrency"),
+        (["replicas=3"], "replicas"),
+        (["fullnameOverride=App_Python"], "fullnameOverride"),
+    ],
+)  # fmt: skip
+def test_the_schema_refuses_what_the_cluster_or_the_app_would_reject_late(args, refusal):
+    sets = [arg for pair in args for arg in ("--set-string" if "$" in pair else "--set", pair)]
+    result = helm("template", "app-python", str(CHART), *sets, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert refusal in result.stderr, result.stderr
+
+
+def test_ondelete_without_a_partition_is_accepted_and_renders_no_rolling_update():
+    sts = statefulset(template(*VALUES["overlays/ondelete"]))["spec"]
+    assert sts["updateStrategy"] == {"type": "OnDelete"}
+
+
+def test_the_renders_are_yamllint_clean(rendered, checker):
+    # Helm itself ends the test hooks' section with a blank line.
+    config = f"{{extends: {ROOT / '.yamllint.yaml'}, rules: {{empty-lines: {{max-end: 1}}}}}}"
+    subprocess.run([checker("yamllint"), "--strict", "-d", config, *rendered.values()], check=True)
+
+
+def test_values_and_schema_agree_on_every_key():
+    """Every default value is described by the schema, and the schema has no key without one."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(schema["properties"]) - {"global"} == set(values)

@@ -24,9 +24,15 @@ def free_port() -> int:
 
 
 def http_request(
-    port: int, path: str, *, method: str = "GET", headers: dict | None = None, body: bytes = b""
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: dict | None = None,
+    body: bytes = b"",
+    timeout: float = 30,
 ) -> tuple[int, bytes, http.client.HTTPResponse]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request(method, path, body=body or None, headers=headers or {})
         response = connection.getresponse()
@@ -62,7 +68,8 @@ class Server:
             "POD_NAME": data_dir.name,
             "WEB_CONCURRENCY": "2",
             **env,
-            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile /dev/null",
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile /dev/null "
+            + env.get("GUNICORN_CMD_ARGS", ""),
         }
         self.process: subprocess.Popen | None = None
 
@@ -104,6 +111,10 @@ class Server:
         status, body, _ = self.get("/visits")
         assert status == 200, body
         return int(body)
+
+    def worker_pids(self) -> list[int]:
+        master = self.process.pid  # `serve` exec'd gunicorn: the same process
+        return sorted(map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split()))
 
     def file_count(self) -> str:
         return (self.data_dir / "visits").read_text()

@@ -50,6 +50,12 @@ class Worker(GeventWorker):
         if self.open_connections >= self.cfg.worker_connections:
             with contextlib.suppress(OSError):
                 client.sendall(_BUSY)
+                # Half-close and let the client read the answer before the connection goes:
+                # closing with its request unread would reset it and lose the answer.
+                client.shutdown(socket.SHUT_WR)
+                client.settimeout(1)
+                while client.recv(4096):
+                    pass
             client.close()
             if time.monotonic() - self.refused_logged_at > 10:  # one line per 10 s at most
                 self.refused_logged_at = time.monotonic()
@@ -87,8 +93,10 @@ def _deadline(seconds: float):
 
 
 class _Refusal:
-    """A short plain-text answer whose end also ends the connection: the rest of the body is
-    never read, so the connection cannot carry another request."""
+    """A short plain-text answer after which the server sends nothing more on the connection:
+    it half-closes it, then gunicorn discards what the client still sends, for at most its
+    `keepalive` seconds, and closes. Closing at once with unread data would reset the
+    connection, and a reset can destroy the answer before the client reads it."""
 
     def __init__(self, environ: dict, start_response, status: str, text: str) -> None:
         body = text.encode()
@@ -105,7 +113,7 @@ class _Refusal:
     def close(self) -> None:
         if self.client is not None:
             with contextlib.suppress(OSError):
-                self.client.shutdown(socket.SHUT_RD)
+                self.client.shutdown(socket.SHUT_WR)
 
 
 class RequestBodyGuard:

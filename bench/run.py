@@ -8,6 +8,7 @@ section of docs/performance.md.
 """
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import json
@@ -27,6 +28,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/hostile.py and bench/login_flood.py
+
+from bench.login_flood import login_flood  # noqa: E402
+from tests import hostile  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -160,6 +166,38 @@ def image_layers(engine: str | None, image: str, base: str = "python:3.13-slim")
     ]
 
 
+def hostile_round(server: "Server", args: argparse.Namespace) -> dict:
+    """Counting under wrk while 200 slowloris, 200 idle and 20 slow-POST connections are held
+    (tests/hostile.py), with /healthz and /readyz probed every 0.25 s."""
+    seen: dict = {}
+    attack = threading.Thread(
+        target=lambda: seen.update(
+            asyncio.run(
+                hostile.attack(
+                    "127.0.0.1", server.port, seconds=args.duration + 6, slow=200, idle=200,
+                    slow_posts=20, visit_every=None,
+                )
+            )
+        )
+    )  # fmt: skip
+    attack.start()
+    time.sleep(3)  # every attacker connected
+    before = server.counted()
+    result = wrk(
+        server.url("/"), duration=args.duration, connections=args.connections, threads=args.threads
+    )
+    counted = server.counted() - before
+    attack.join()
+    return {
+        "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
+        "errors": result["non_2xx"] + result["socket_errors"],
+        "lost_visits": max(0, result["requests"] - result["non_2xx"] - counted),
+        "p99_ms": round(result["p99_us"] / 1000, 2),
+        "probes": {path: seen[path] for path in ("/healthz", "/readyz")},
+        "attacker_connections_opened": seen["attacker_connections_opened"],
+    }
+
+
 def chart_svg(rows: list[tuple[str, float]]) -> str:
     width, bar_height, label_width = 640, 26, 230
     peak = max(value for _, value in rows) or 1
@@ -251,6 +289,11 @@ def main() -> None:
                 print(f"round {round_number + 1}: {label}: {json.dumps(result)}", flush=True)
         sampling.set()
         sampler.join()
+        facts["hostile"] = hostile_round(servers["site"], args)
+        facts["login_flood"] = login_flood(servers["site"].url(""), loops=30, seconds=args.duration)
+        facts["login_flood_new_usernames"] = login_flood(
+            servers["site"].url(""), loops=30, seconds=args.duration, new_usernames=True
+        )
         facts["peak_rss_mb"] = round(peak["rss"] / 2**20, 1)
         total = servers["site"].counted()
         servers["site"].stop()
@@ -282,6 +325,9 @@ def main() -> None:
     counting = summary["GET / (counting)"]["requests_per_s"]
     facts["ratio_counting_to_no_database"] = round(
         counting / summary["GET /healthz (no database)"]["requests_per_s"], 3
+    )
+    facts["ratio_hostile_to_clean_counting"] = round(
+        facts["hostile"]["requests_per_s"] / counting, 3
     )
     facts["ratio_full_to_normal"] = round(
         summary["GET / synchronous=FULL"]["requests_per_s"] / counting, 3
@@ -315,6 +361,7 @@ def main() -> None:
 
 def write_doc(report: dict, chart: Path) -> None:
     machine, facts = report["machine"], report["facts"]
+    hostile, probe = facts["hostile"], facts["hostile"]["probes"]["/healthz"]
     lines = [
         START,
         f"Run {report['date']}, command: `{report['command']}`.",
@@ -346,6 +393,20 @@ def write_doc(report: dict, chart: Path) -> None:
         f" restart with data: {facts['restart_with_data_s']:.2f} s"
         f" ({facts['visits_before_restart']} visits before, {facts['visits_after_restart']}"
         f" after, integrity {facts['integrity']})",
+        f"- counting while 200 slowloris, 200 idle and 20 slow-POST connections are held:"
+        f" {hostile['requests_per_s']:,} req/s, **{facts['ratio_hostile_to_clean_counting']}**"
+        f" of clean counting; {hostile['errors']} errors, {hostile['lost_visits']} lost;"
+        f" `/healthz` meanwhile: {probe['ok']} of {probe['asked']} answered 200,"
+        f" p50 {probe['p50_ms']} ms, p99 {probe['p99_ms']} ms",
+        *(
+            f"- 30 parallel wrong-password loops{label}: `/healthz` {flood['healthz']['p50_ms']}"
+            f" ms p50, {flood['healthz']['p99_ms']} ms p99, {flood['healthz']['failed']}"
+            f" failed; login answers {flood['logins']}"
+            for label, flood in (
+                ("", facts["login_flood"]),
+                (", a new username each try", facts["login_flood_new_usernames"]),
+            )
+        ),
         f"- peak RSS of the whole server (master + workers) under load: {facts['peak_rss_mb']} MB",
         f"- image layers on top of the base: {layer_text}",
         "",

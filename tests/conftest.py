@@ -51,7 +51,13 @@ def wait_for_text(read: Callable[[], str], expected: str, what: str, timeout: fl
 
 
 def wait_for_file(path: Path, expected: str) -> None:
-    wait_for_text(path.read_text, expected, str(path))
+    def read() -> str:
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return "(no file)"
+
+    wait_for_text(read, expected, str(path))
 
 
 class Server:

@@ -164,6 +164,7 @@ async def attack(
     idle: int,
     slow_posts: int,
     probe: bool = True,
+    visit_every: float | None = 1.0,
     host_header: str = "localhost",
 ) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -178,8 +179,9 @@ async def attack(
         tasks += [
             probes.every("/healthz", 0.25, stop),
             probes.every("/readyz", 0.25, stop),
-            probes.every("/", 1.0, stop),
         ]
+        if visit_every:
+            tasks.append(probes.every("/", visit_every, stop))
     await asyncio.gather(*tasks)
     return {
         "seconds": seconds,

@@ -1,4 +1,4 @@
-"""The mission on a real Kubernetes (`make e2e` brings one up with scripts/cluster.sh).
+"""The StatefulSet on a real Kubernetes (`make e2e` brings one up with scripts/cluster.sh).
 
 The steps run in order against one deployment; each saves the real kubectl output it shows
 under docs/transcripts/e2e-*.txt, which docs/kubernetes.md quotes.
@@ -185,6 +185,43 @@ def test_the_cluster_view_sees_every_pod(deployed):
     assert sorted(p["pod"] for p in answer["pods"]) == PODS
     assert all(p["error"] is None for p in answer["pods"])
     assert answer["total"] == sum(counts(Transcript()).values())
+
+
+def test_slow_clients_do_not_get_a_pod_restarted(deployed):
+    """From inside pod 0, 200 slowloris connections against pod 1 for 50 s, longer than the
+    liveness window (3 failures 10 s apart): pod 1 stays Ready and is never restarted."""
+    t = Transcript()
+    before = counts(Transcript())
+    target = "app-python-1.app-python-headless"
+    restarts = kubectl_json("get", "pod", "app-python-1")["status"]["containerStatuses"][0][
+        "restartCount"
+    ]
+    attack = ["--seconds", "50", "--slow", "200", "--idle", "0", "--slow-posts", "0"]
+    command = ["kubectl", "exec", "-i", "app-python-0", "--", "python", "-", f"{target}:8000"]
+    command += [*attack, "--host-header", target]
+    t.note(f"tests/hostile.py run in app-python-0 against {target}, probes alongside")
+    with (ROOT / "tests" / "hostile.py").open() as script:
+        attacker = subprocess.Popen(command, stdin=script, stdout=subprocess.PIPE, text=True)
+        unready_at = []
+        started = time.monotonic()
+        while attacker.poll() is None:
+            if "app-python-1" not in ready_pods():
+                unready_at.append(round(time.monotonic() - started, 1))
+            time.sleep(1)
+    output = attacker.stdout.read()
+    t.lines.append(f"$ {shlex.join(command)} < tests/hostile.py\n{output}")
+    assert attacker.returncode == 0, output
+    seen = json.loads(output)
+    t.kubectl("get", "pod", "app-python-1")
+    after = counts(t)
+    t.save("slow-clients")
+    assert unready_at == []
+    pod = kubectl_json("get", "pod", "app-python-1")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == restarts
+    for path in ("/healthz", "/readyz", "/"):
+        assert seen[path]["ok"] == seen[path]["asked"] > 0, (path, seen[path])
+    assert after["app-python-1"] == before["app-python-1"] + seen["/"]["ok"]
+    assert after["app-python-0"] == before["app-python-0"]
 
 
 def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:

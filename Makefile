@@ -73,7 +73,7 @@ cluster-up:
 cluster-down:
 	bash scripts/cluster.sh down
 
-# cluster-up, the image loaded, the mission asserted on the cluster (transcripts in
+# cluster-up, the image loaded, the StatefulSet asserted on the cluster (transcripts in
 # docs/transcripts/), then cluster-down, also when a step fails.
 e2e: $(BIN)/activate image helm
 	bash scripts/cluster.sh up && bash scripts/cluster.sh load $(IMAGE) \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The mission's picture with plain containers: app-python-0..2, each with its own volume, like
+# The StatefulSet's picture with plain containers: app-python-0..2, each with its own volume, like
 # the StatefulSet's pods and PVCs, behind a client that spreads 20 visits unevenly (weighted
 # round-robin 4:1:5). Prints every command and its real output; removes what it made.
 # Usage: scripts/container-demo.sh   (ENGINE=podman|docker, IMAGE=app-python:VERSION)

@@ -2,7 +2,7 @@
 # Installs podman + runc (+ debootstrap for the stand-in base image) from Debian and configures
 # podman for machines like CI's: crun fails on hybrid cgroups ("cgroups in hybrid mode not
 # supported") and podman's default rlimits exceed what the sandbox allows (setrlimit EPERM).
-# Needs root. Safe to run again. See shared research: containers.md.
+# Needs root. Safe to run again.
 set -o errexit -o nounset -o pipefail
 
 missing=()

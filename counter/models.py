@@ -37,7 +37,7 @@ class LoginFailures(models.Model):
     # NULL, not "": the row for every username of the address, which no typed name can reach.
     username = models.CharField(max_length=150, null=True)  # noqa: DJ001
     failures = models.PositiveIntegerField(default=0)
-    last_failure = models.DateTimeField(db_index=True)
+    last_failure = models.FloatField(db_index=True)  # Unix time: compared in plain SQL
 
     class Meta:
         verbose_name_plural = "login failures"

@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
                 ('address', models.CharField(max_length=100)),
                 ('username', models.CharField(max_length=150, null=True)),
                 ('failures', models.PositiveIntegerField(default=0)),
-                ('last_failure', models.DateTimeField(db_index=True)),
+                ('last_failure', models.FloatField(db_index=True)),
             ],
             options={
                 'verbose_name_plural': 'login failures',

@@ -26,6 +26,10 @@ control_socket_disable = True
 
 def post_worker_init(worker):
     """Every worker keeps the visits file up to date (counter/visits_file.py)."""
+    from django.conf import settings
+
+    if not settings.configured:  # another WSGI app under these settings (bench/naive_app.py)
+        return
     from counter.visits_file import FileKeeper
 
     worker.visits_file_keeper = FileKeeper()

@@ -2,8 +2,8 @@
 FROM python:3.13-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
+RUN /venv/bin/pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY manage.py gunicorn.conf.py pyproject.toml ./
 COPY visits_site ./visits_site

@@ -15,18 +15,27 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint format clean image podman-setup base-image demo manifests bench cluster-up cluster-down e2e helm k8s-base k8s-apply
+.PHONY: run test test-unit lint lock format clean image podman-setup base-image demo manifests bench cluster-up cluster-down e2e helm k8s-base k8s-apply
 
-$(BIN)/activate: requirements.txt requirements-dev.txt
+# Installed from the lock files: every transitive dependency pinned, with hashes (make lock).
+$(BIN)/activate: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
-.venv-checks/bin/activate: requirements-checks.txt
+.venv-checks/bin/activate: requirements-checks.lock
 	$(PYTHON) -m venv .venv-checks
-	.venv-checks/bin/pip install --quiet -r requirements-checks.txt
+	.venv-checks/bin/pip install --quiet --require-hashes -r requirements-checks.lock
 	touch $@
+
+# Re-pin every transitive dependency after a change to a requirements*.txt file.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools==7.6.2
+	for name in requirements requirements-dev requirements-checks; do \
+	  .venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-find-links --no-emit-index-url -o $$name.lock $$name.txt || exit 1; done
 
 # Local development: debug on (no secret key needed), data in ./data, http://127.0.0.1:8000
 run: $(BIN)/activate
@@ -105,4 +114,4 @@ base-image: podman-setup
 	bash scripts/standin-base-image.sh
 
 clean:
-	rm -rf $(VENV) .venv-checks staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checks .venv-lock staticfiles .pytest_cache .ruff_cache

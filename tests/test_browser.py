@@ -45,6 +45,20 @@ def page(browser):
     context.close()
 
 
+@pytest.fixture
+def csp_violations(page) -> list[str]:
+    """What chromium refused under the pages' Content-Security-Policy, as it tells the console
+    ("Refused to apply inline style because it violates ...")."""
+    refused: list[str] = []
+
+    def console(message) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(message.text)
+
+    page.on("console", console)
+    return refused
+
+
 def screenshot(page, name: str, *, for_readme: bool = False) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / name, full_page=True)
@@ -57,7 +71,7 @@ def url(server, path: str) -> str:
     return f"http://127.0.0.1:{server.port}{path}"
 
 
-def test_home_page_counts_on_reload_and_draws_the_chart(make_server, page):
+def test_home_page_counts_on_reload_and_draws_the_chart(make_server, page, csp_violations):
     server = make_server("app-python-0").start().wait_ready()
     page.goto(url(server, "/"))
     assert page.text_content("#pod") == "app-python-0"
@@ -71,10 +85,14 @@ def test_home_page_counts_on_reload_and_draws_the_chart(make_server, page):
     today = bars.nth(13).bounding_box()
     assert today["height"] > 50 and today["width"] > 5  # drawn, scaled to the busiest day
     assert server.visits() == 3
+    assert page.evaluate("getComputedStyle(document.body).display") == "grid", "style blocked"
+    assert csp_violations == []
     screenshot(page, "home.png", for_readme=True)
 
 
-def test_admin_has_its_css_and_the_login_holds_on_another_process(make_server, page):
+def test_admin_has_its_css_and_the_login_holds_on_another_process(
+    make_server, page, csp_violations
+):
     shared = {"VISITS_ADMIN_PASSWORD_HASH": make_password("s3cret-pass")}
     pod0 = make_server("app-python-0", **shared).start()
     pod1 = make_server("app-python-1", **shared).start()
@@ -93,9 +111,14 @@ def test_admin_has_its_css_and_the_login_holds_on_another_process(make_server, p
     page.goto(url(pod1, "/admin/counter/dailyvisits/"))
     assert page.url == url(pod1, "/admin/counter/dailyvisits/")
     assert "pod app-python-1" in page.text_content("#site-name")
+    # The admin's scripts run under the policy: the theme toggle (theme.js) switches the theme.
+    theme = page.evaluate("document.documentElement.dataset.theme || 'auto'")
+    page.click("button.theme-toggle")
+    assert page.evaluate("document.documentElement.dataset.theme") != theme
+    assert csp_violations == []
 
 
-def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page):
+def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page, csp_violations):
     pods = [make_server(f"app-python-{n}") for n in range(3)]
     peers = ",".join(f"http://127.0.0.1:{pod.port}" for pod in pods)
     for pod in pods:
@@ -121,4 +144,5 @@ def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page)
     assert stopped.endswith("unreachable (refused)")
     assert page.text_content("#total") == "10"
     assert page.locator("svg.chart rect.down").count() == 1
+    assert csp_violations == []
     screenshot(page, "cluster-one-down.png")

@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -24,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,20 +30,12 @@ sys.path.insert(0, str(ROOT))  # tests/hostile.py and bench/login_flood.py
 
 from bench.login_flood import login_flood  # noqa: E402
 from tests import hostile  # noqa: E402
+from tests.harness import APP_VERSION, Server, collectstatic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SECRET_KEY = "bench-key-not-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -81,55 +71,14 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-class Server:
-    def __init__(self, name: str, work: Path, command: list[str], **env: str) -> None:
-        self.name = name
-        self.data_dir = work / name
-        self.port = free_port()
-        self.command = command
-        self.env = {
-            **os.environ,
-            "DJANGO_SECRET_KEY": SECRET_KEY,
-            "VISITS_DATA_DIR": str(self.data_dir),
-            "POD_NAME": name,
-            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port}",
-            **env,
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        """Start and wait until /readyz (or / for the naive app) answers; seconds it took."""
-        self.data_dir.mkdir(exist_ok=True)
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        probe = "/healthz" if "naive" in self.name else "/readyz"
-        while True:
-            if self.process.poll() is not None:
-                sys.exit(f"{self.name} exited with {self.process.returncode} during start-up")
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.url(probe), timeout=2):
-                return time.monotonic() - started
+def counted(server: Server) -> int:
+    if "naive" in server.data_dir.name:  # the naive file may be mid-write: read until it parses
+        for _ in range(100):
+            with contextlib.suppress(ValueError, FileNotFoundError):
+                return int((server.data_dir / "visits").read_text())
             time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(40)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def counted(self) -> int:
-        if "naive" in self.name:  # the naive file may be mid-write: read until it parses
-            for _ in range(100):
-                with contextlib.suppress(ValueError, FileNotFoundError):
-                    return int((self.data_dir / "visits").read_text())
-                time.sleep(0.01)
-            return 0
-        with urllib.request.urlopen(self.url("/visits"), timeout=5) as response:
-            return int(response.read())
+        return 0
+    return server.visits()
 
 
 def wrk(url: str, *, duration: int, connections: int, threads: int) -> dict:
@@ -182,16 +131,16 @@ def hostile_round(server: "Server", args: argparse.Namespace) -> dict:
     )  # fmt: skip
     attack.start()
     time.sleep(3)  # every attacker connected
-    before = server.counted()
+    before = counted(server)
     result = wrk(
         server.url("/"), duration=args.duration, connections=args.connections, threads=args.threads
     )
-    counted = server.counted() - before
+    counted_now = counted(server) - before
     attack.join()
     return {
         "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
         "errors": result["non_2xx"] + result["socket_errors"],
-        "lost_visits": max(0, result["requests"] - result["non_2xx"] - counted),
+        "lost_visits": max(0, result["requests"] - result["non_2xx"] - counted_now),
         "p99_ms": round(result["p99_us"] / 1000, 2),
         "probes": {path: seen[path] for path in ("/healthz", "/readyz")},
         "attacker_connections_opened": seen["attacker_connections_opened"],
@@ -228,18 +177,19 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env={**os.environ, "DJANGO_SECRET_KEY": SECRET_KEY}, check=True,
-    )  # fmt: skip
-    serve = [sys.executable, "manage.py", "serve"]
+    collectstatic()
     naive = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
              "bench.naive_app:application"]  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="app-python-bench-"))
+    (work / "naive").mkdir()
     servers = {
-        "site": Server("site", work, serve),
-        "site-full": Server("site-full", work, serve, VISITS_SQLITE_SYNCHRONOUS="FULL"),
-        "naive": Server("naive", work, naive),
+        "site": Server(work / "site", work / "site.log", {}),
+        "site-full": Server(
+            work / "site-full", work / "site-full.log", {"VISITS_SQLITE_SYNCHRONOUS": "FULL"}
+        ),
+        "naive": Server(
+            work / "naive", work / "naive.log", {}, command=naive, ready_path="/healthz"
+        ),
     }
     targets = [  # (label, server, path, counts visits)
         ("GET / (counting)", "site", "/", True),
@@ -250,9 +200,9 @@ def main() -> None:
     runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
     facts: dict = {}
     try:
-        facts["cold_start_s"] = servers["site"].start()
-        servers["site-full"].start()
-        servers["naive"].start()
+        facts["cold_start_s"] = servers["site"].start().wait_ready().ready_after
+        servers["site-full"].start().wait_ready()
+        servers["naive"].start().wait_ready()
         for _label, name, path, _ in targets:  # warm up: imports, connections, page cache
             wrk(servers[name].url(path), duration=1, connections=args.connections, threads=1)
         peak = {"rss": 0}
@@ -268,7 +218,7 @@ def main() -> None:
         for round_number in range(args.rounds):
             for label, name, path, counts in targets:
                 server = servers[name]
-                before = server.counted() if counts else 0
+                before = counted(server) if counts else 0
                 cpu_before = cpu_seconds(server.process.pid)
                 result = wrk(
                     server.url(path),
@@ -282,8 +232,8 @@ def main() -> None:
                 if counts:
                     completed = result["requests"] - result["non_2xx"]
                     # The naive counter can go back to 0 (a torn read parses as no count).
-                    counted = max(0, server.counted() - before)
-                    result["lost"] = max(0, completed - counted)
+                    visits = max(0, counted(server) - before)
+                    result["lost"] = max(0, completed - visits)
                 result["round"] = round_number
                 runs[label].append(result)
                 print(f"round {round_number + 1}: {label}: {json.dumps(result)}", flush=True)
@@ -295,14 +245,14 @@ def main() -> None:
             servers["site"].url(""), loops=30, seconds=args.duration, new_usernames=True
         )
         facts["peak_rss_mb"] = round(peak["rss"] / 2**20, 1)
-        total = servers["site"].counted()
+        total = counted(servers["site"])
         servers["site"].stop()
-        facts["restart_with_data_s"] = servers["site"].start()
+        facts["restart_with_data_s"] = servers["site"].start().wait_ready().ready_after
         with contextlib.closing(
             sqlite3.connect(servers["site"].data_dir / "db.sqlite3")
         ) as database:
             facts["integrity"] = database.execute("PRAGMA integrity_check").fetchone()[0]
-        facts["visits_after_restart"] = servers["site"].counted()
+        facts["visits_after_restart"] = counted(servers["site"])
         facts["visits_before_restart"] = total
     finally:
         for server in servers.values():
@@ -333,8 +283,7 @@ def main() -> None:
         summary["GET / synchronous=FULL"]["requests_per_s"] / counting, 3
     )
     engine = next((e for e in ("podman", "docker") if shutil.which(e)), None)
-    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
-    facts["image_layers"] = image_layers(engine, f"app-python:{version}")
+    facts["image_layers"] = image_layers(engine, f"app-python:{APP_VERSION}")
     machine = {
         "cores": os.cpu_count(),
         "cpu": re.search(r"model name\s*: (.+)", Path("/proc/cpuinfo").read_text())[1],

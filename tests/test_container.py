@@ -7,12 +7,12 @@ import shutil
 import socket
 import subprocess
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import (
+    APP_VERSION,
     ROOT,
     SECRET_KEY,
     free_port,
@@ -23,8 +23,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.container
 
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-IMAGE = f"app-python:{VERSION}"
+IMAGE = f"app-python:{APP_VERSION}"
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -144,7 +143,7 @@ def test_image_runs_as_non_root_has_labels_and_reports_size(image):
     config = json.loads(engine("image", "inspect", image).stdout)[0]
     assert config["Config"]["User"] == "10001:10001"
     labels = config["Config"]["Labels"]
-    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.version"] == APP_VERSION
     assert labels["org.opencontainers.image.title"] == "app-python"
     assert config["Config"]["Cmd"] == ["python", "manage.py", "serve"]
     assert "VISITS_DATA_DIR=/app/data" in config["Config"]["Env"]

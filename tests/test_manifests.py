@@ -12,7 +12,7 @@ import yaml
 from django.urls import resolve
 
 from counter.models import VisitCounter
-from tests.conftest import ROOT
+from tests.conftest import APP_VERSION, ROOT
 
 pytestmark = pytest.mark.manifests
 
@@ -207,9 +207,8 @@ def test_pod_runs_restricted_as_the_image_user(rendered, overlay):
 
 
 def test_image_is_a_name_and_tag_matching_the_app_version(rendered):
-    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)
     for overlay in OVERLAYS:
-        assert container(objects(rendered, overlay))["image"] == f"app-python:{version.group(1)}"
+        assert container(objects(rendered, overlay))["image"] == f"app-python:{APP_VERSION}"
     assert container(objects(rendered, "overlays/local"))["imagePullPolicy"] == "IfNotPresent"
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from django.conf import settings
@@ -87,13 +86,16 @@ class FileKeeper:
     def __init__(self, period: float = PERIOD) -> None:
         self.period = period
         self.problem: str | None = None
+        self._stopped = threading.Event()
 
     def check(self) -> None:
         try:
             visits_file_sync()
         except (DatabaseError, OSError, CounterMissingError) as error:
             connection.close()  # a fresh one next time, once the cause is gone
-            problem = f"cannot update the visits file {visits_file_path()}: {error}"
+            # OSError's text names the random temporary file: its strerror is the same each time.
+            reason = getattr(error, "strerror", None) or error
+            problem = f"cannot update the visits file {visits_file_path()}: {reason}"
             if problem != self.problem:
                 logger.error("%s; retrying every %s s", problem, self.period)
             self.problem = problem
@@ -105,7 +107,9 @@ class FileKeeper:
     def start(self) -> None:
         threading.Thread(target=self._run, name="visits-file-keeper", daemon=True).start()
 
+    def stop(self) -> None:
+        self._stopped.set()
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self.period)
+        while not self._stopped.wait(self.period):
             self.check()

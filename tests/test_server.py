@@ -152,8 +152,11 @@ def test_a_visits_path_that_cannot_be_written_makes_the_pod_unready_until_fixed(
         server.get("/")
     server.wait_file(2)
     path = server.data_dir / "visits"
-    path.unlink()
-    path.mkdir()  # an operator's mistake: a directory where the file was
+    for _ in range(20):  # an operator's mistake: a directory where the file was
+        path.unlink()
+        with contextlib.suppress(FileExistsError):  # unless a keeper rewrote it in between
+            path.mkdir()
+            break
     status, body, _ = server.get("/readyz")
     assert (status, body.split(b":")[0]) == (503, b"not ready")
     assert f"cannot write the visits file {path}".encode() in body
@@ -163,8 +166,8 @@ def test_a_visits_path_that_cannot_be_written_makes_the_pod_unready_until_fixed(
     server.wait_file(3)
     assert server.get("/readyz")[0] == 200
     assert server.visits() == 3
-    assert "cannot update the visits file" in server.log()  # the keeper said so, once
-    assert server.log().count("cannot update the visits file") <= 2  # once per worker
+    # Each worker's keeper said so once, not every 0.25 s.
+    assert 1 <= server.log().count(f"cannot update the visits file {path}: Is a directory") <= 2
 
 
 def test_probes_reads_and_head_do_not_count(make_server):
@@ -182,7 +185,7 @@ def test_probes_reads_and_head_do_not_count(make_server):
         server.get(path)
     status, body, _ = server.get("/", method="HEAD")
     assert (status, body) == (200, b"")
-    assert server.get("/", method="POST")[0] in (403, 405)
+    assert server.get("/", method="POST")[0] == 403  # CSRF protection answers before the view
     assert server.visits() == 0
     assert server.file_count() == "0\n"
     assert server.get("/")[0] == 200
@@ -205,7 +208,7 @@ def test_bad_input_gets_clear_errors_never_500(make_server):
         status, body, _ = server.get(path, headers=headers)
         assert status == expected, (path, headers, status, body[:200])
         assert b"Traceback" not in body
-    assert server.get("/healthz", method="DELETE")[0] in (403, 405)  # CSRF answers first
+    assert server.get("/healthz", method="DELETE")[0] == 403  # CSRF answers first
     assert server.visits() == 0
 
 
@@ -347,7 +350,6 @@ def test_disk_full_is_a_503_and_the_site_recovers(make_server, tmpfs):
                 fill.write(b"\0" * 65536)
                 fill.flush()
         statuses = [server.get("/")[0] for _ in range(200)]
-        assert server.get("/readyz")[0] in (200, 503)
         reader.rollback()
     assert 503 in statuses
     assert set(statuses) <= {200, 503}

@@ -41,7 +41,7 @@ def test_home_escapes_the_pod_name(client, counter, settings):
 @pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
 def test_home_rejects_other_methods_without_counting(client, counter, method):
     response = getattr(client, method)("/")
-    assert response.status_code in (403, 405)
+    assert response.status_code == 405  # the test client skips CSRF checks; a server says 403
     assert total() == 0
 
 

@@ -10,7 +10,6 @@ from counter.models import DailyVisits, VisitCounter
 from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
 from counter.tests.conftest import DAY
 from counter.visits import data_path, visit_record, visits_current, visits_past_days
-from counter.visits_file import visits_file_read, visits_file_sync
 
 
 def test_visit_record_counts_total_and_day(counter):
@@ -60,40 +59,6 @@ def test_past_days_are_read_again_on_a_new_day(counter):
     visits_past_days(today=DAY, days=2)
     visit_record(day=DAY)
     assert visits_past_days(today=DAY + timedelta(days=1), days=2).days[-1] == (DAY, 1)
-
-
-@pytest.mark.parametrize(("text", "value"), [("0\n", 0), ("41\n", 41), ("  7 \n", 7)])
-def test_visits_file_read_parses_counts(tmp_path, text, value):
-    path = tmp_path / "visits"
-    path.write_text(text)
-    assert visits_file_read(path) == value
-
-
-@pytest.mark.parametrize("text", ["", "\n", "abc\n", "-3\n", "1.5\n", "12 13\n", "9" * 30])
-def test_visits_file_read_rejects_garbage(tmp_path, text):
-    path = tmp_path / "visits"
-    path.write_text(text)
-    with pytest.raises(ValueError, match="not a count of visits"):
-        visits_file_read(path)
-
-
-def test_visits_file_read_missing_is_none(tmp_path):
-    assert visits_file_read(tmp_path / "visits") is None
-
-
-def test_visits_file_sync_writes_the_database_total(counter):
-    visit_record(day=DAY)
-    visit_record(day=DAY)
-    assert visits_file_sync() == 2
-    assert data_path("visits").read_text() == "2\n"
-    assert not list(data_path("").glob(".visits.*.tmp"))
-
-
-def test_visits_file_sync_rebuilds_a_garbage_file(counter):
-    visit_record(day=DAY)
-    data_path("visits").write_text("garbage")
-    visits_file_sync()
-    assert data_path("visits").read_text() == "1\n"
 
 
 def test_counter_initialize_adopts_a_legacy_file_once(db):

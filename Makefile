@@ -15,7 +15,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint lock format clean image podman-setup base-image demo manifests bench cluster-up cluster-down e2e helm k8s-base k8s-apply
+.PHONY: run test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down e2e helm k8s-base k8s-apply
 
 # Installed from the lock files: every transitive dependency pinned, with hashes (make lock).
 $(BIN)/activate: requirements-dev.lock
@@ -99,6 +99,10 @@ format: $(BIN)/activate
 
 image:
 	$(ENGINE) build $(BUILD_FLAGS) --build-arg VERSION=$(VERSION) --build-arg SOURCE=$(SOURCE) -t $(IMAGE) .
+
+# The README's screenshots from the browser tests, and the container demo's transcript.
+docs: demo
+	WRITE_DOCS=1 $(BIN)/pytest -m browser tests/test_browser.py
 
 # Three containers, each with its own volume; the transcript is the docs' copy of a real run.
 demo: image

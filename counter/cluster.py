@@ -4,7 +4,8 @@ Peers come from VISITS_PEERS (base URLs) or from the headless Service's DNS name
 (VISITS_PEER_SERVICE): with `publishNotReadyAddresses` it resolves to every pod's address,
 ready or not, without Kubernetes API access. Peers are asked in parallel with a short timeout,
 only for `/visits` (never `/cluster`: no recursion, and never `/`: nothing counts), and the
-answer is kept for a moment so a burst of page loads does not become a burst of peer requests.
+answer is kept for a moment, for the whole pod, so a burst of page loads does not become a burst
+of peer requests. Which pod is this one comes from POD_NAME and POD_IP, never from the request.
 """
 
 import concurrent.futures

@@ -203,3 +203,26 @@ def test_cluster_ignores_the_host_header_and_asks_a_hung_peer_once(make_server, 
         )
     finally:
         hung.close()
+
+
+def test_sigterm_under_attack_exits_0_within_the_grace_period(make_server):
+    """Held connections do not hold up a shutdown past terminationGracePeriodSeconds (30 s):
+    gunicorn waits graceful_timeout (20 s) at most, and the deadlines close them sooner."""
+    server = make_server().start().wait_ready()
+    attack = threading.Thread(
+        target=asyncio.run,
+        args=(
+            hostile.attack("127.0.0.1", server.port, seconds=25, slow=100, idle=100, slow_posts=10),
+        ),
+    )
+    attack.start()
+    try:
+        for _ in range(10):
+            assert server.get("/")[0] == 200
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+        print(f"stopped in {time.monotonic() - started:.1f} s")
+    finally:
+        attack.join()
+    server.start().wait_ready()
+    assert server.visits() == 10

@@ -2,7 +2,7 @@
 
 Bars are drawn in visit units inside a group whose transform scales them to the busiest day, so
 the markup of past days does not depend on today's count. The home page builds the chart once per
-process and history window, with today's bar and the scale left as slots (counter/page.py).
+process and history window, with today's bar and the scale left as slots (counter/home_page.py).
 """
 
 from datetime import date
@@ -32,7 +32,7 @@ def history_chart_scale(*, busiest: int) -> str:
 def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: str, scale: str) -> SafeString:
     """Bars for the `past` days, oldest first, then today's `visits` bar, all scaled by `scale`
     (history_chart_scale). Both arrive as text, so the page can leave them as slots to fill in
-    per visit (counter/page.py). Only dates, ints and those two reach the markup."""
+    per visit (counter/home_page.py). Only dates, ints and those two reach the markup."""
     slot = WIDTH / (len(past) + 1)
     bars = "".join(_bar(index, slot, day, int(count)) for index, (day, count) in enumerate(past))
     first = past[0][0] if past else today

@@ -12,9 +12,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from counter.chart import cluster_chart_svg
-from counter.cluster import cluster_counts
 from counter.health import readiness_problem
-from counter.page import home_page_html
+from counter.home_page import home_page_html
+from counter.peers import cluster_counts
 from counter.visits import visit_record, visits_current, visits_past_days, visits_total
 
 TEXT = "text/plain; charset=utf-8"

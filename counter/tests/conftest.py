@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from counter import page, visits
+from counter import home_page, visits
 from counter.models import VisitCounter
 from counter.visits import COUNTER_ID
 
@@ -11,9 +11,9 @@ DAY = date(2026, 11, 24)
 
 @pytest.fixture(autouse=True)
 def _process_state(monkeypatch):
-    """Per-process state of counter.visits and counter.page, fresh for each test."""
+    """Per-process state of counter.visits and counter.home_page, fresh for each test."""
     monkeypatch.setattr(visits, "_past_days", None)
-    monkeypatch.setattr(page, "_frame", None)
+    monkeypatch.setattr(home_page, "_frame", None)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from counter import cluster
+from counter import peers as peers_module
 from counter.models import VisitCounter
 
 
@@ -179,13 +179,13 @@ def test_the_service_is_looked_up_once_per_cache_window(client, counter, peers, 
     settings.VISITS_PEERS, settings.VISITS_PEER_SERVICE = [], "localhost"
     settings.VISITS_PEER_PORT = int(peer.url.rsplit(":", 1)[1])
     lookups = []
-    real_getaddrinfo = cluster.socket.getaddrinfo
+    real_getaddrinfo = peers_module.socket.getaddrinfo
 
     def counting_getaddrinfo(host, *args, **kwargs):
         lookups.append(host)
         return real_getaddrinfo(host, *args, **kwargs)
 
-    monkeypatch.setattr(cluster.socket, "getaddrinfo", counting_getaddrinfo)
+    monkeypatch.setattr(peers_module.socket, "getaddrinfo", counting_getaddrinfo)
     for _ in range(3):
         get_json(client)
     assert lookups.count("localhost") == 1
@@ -196,7 +196,7 @@ def test_a_hanging_dns_lookup_does_not_hang_the_page(client, counter, settings, 
     machine's resolver here) costs the page the deadline, not the resolver's own timeout."""
     settings.VISITS_PEERS, settings.VISITS_PEER_SERVICE = [], "app-python-headless"
     release = threading.Event()
-    monkeypatch.setattr(cluster.socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30))
+    monkeypatch.setattr(peers_module.socket, "getaddrinfo", lambda *_, **__: release.wait(30))
     try:
         answer = get_json(client)
     finally:

@@ -3,9 +3,9 @@ from datetime import timedelta
 import pytest
 from django.template.loader import render_to_string
 
-from counter import page
+from counter import home_page
 from counter.chart import history_chart_scale, history_chart_svg
-from counter.page import home_page_html
+from counter.home_page import home_page_html
 from counter.tests.conftest import DAY
 from counter.visits import VisitTally, visit_record, visits_past_days
 
@@ -53,7 +53,7 @@ def test_page_follows_a_new_window_and_a_new_pod_name(counter, settings):
 
 
 def test_a_template_without_the_slots_is_a_clear_error(counter, monkeypatch):
-    monkeypatch.setattr(page, "render_to_string", lambda *args: "<p>no numbers here</p>")
+    monkeypatch.setattr(home_page, "render_to_string", lambda *args: "<p>no numbers here</p>")
     tally = visit_record(day=DAY)
     with pytest.raises(RuntimeError, match="rendered with slots"):
         home_page_html(tally=tally, past=visits_past_days(today=DAY))

@@ -15,7 +15,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down e2e helm k8s-base k8s-apply
+.PHONY: run test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply
 
 # Installed from the lock files: every transitive dependency pinned, with hashes (make lock).
 $(BIN)/activate: requirements-dev.lock
@@ -77,17 +77,23 @@ bench: $(BIN)/activate
 
 # A real single-node Kubernetes built from source (root; the first build took 9 minutes here).
 cluster-up:
-	bash scripts/cluster.sh up
+	bash e2e/cluster.sh up
 
 cluster-down:
-	bash scripts/cluster.sh down
+	bash e2e/cluster.sh down
 
 # cluster-up, the image loaded, the StatefulSet asserted on the cluster (transcripts in
 # docs/transcripts/), then cluster-down, also when a step fails.
 e2e: $(BIN)/activate image helm
-	bash scripts/cluster.sh up && bash scripts/cluster.sh load $(IMAGE) \
-	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py; \
-	status=$$?; bash scripts/cluster.sh down; exit $$status
+	bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py \
+	  && $(MAKE) cluster-recycle; \
+	status=$$?; bash e2e/cluster.sh down; exit $$status
+
+# After a deployment: down, up again from a clean state, and a new pod's DNS works.
+cluster-recycle:
+	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Helm is not packaged for this machine: build it from the Go module proxy, once, and keep the
-# binary outside the clone (like scripts/cluster.sh's), so a fresh clone (CI's) reuses it.
+# binary outside the clone (like e2e/cluster.sh's), so a fresh clone (CI's) reuses it.
 #
 #   scripts/helm.sh                 build if missing, print the binary's path (make helm)
 #   scripts/helm.sh kustomize-base  the chart rendered as k8s/base/app-python.yaml (make k8s-base)

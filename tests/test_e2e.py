@@ -1,4 +1,4 @@
-"""The StatefulSet on a real Kubernetes (`make e2e` brings one up with scripts/cluster.sh).
+"""The StatefulSet on a real Kubernetes (`make e2e` brings one up with e2e/cluster.sh).
 
 The steps run in order against one deployment; each saves the real kubectl output it shows
 under docs/transcripts/e2e-*.txt, which docs/kubernetes.md quotes.

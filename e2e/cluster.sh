@@ -4,18 +4,21 @@
 # kubelet, kube-proxy, containerd + runc with bridge CNI, and CoreDNS in the cluster.
 # Nothing is pulled: the pause, CoreDNS and app images are built here and imported.
 #
-#   scripts/cluster.sh build   compile the binaries into .cluster/bin (Go caches are reused)
-#   scripts/cluster.sh up      build, start everything, write .cluster/kubeconfig
-#   scripts/cluster.sh load IMAGE   import a podman image into the node's containerd
-#   scripts/cluster.sh down    stop what `up` started, unmount, remove its network and rules
+#   e2e/cluster.sh build   compile the binaries into .cluster/bin (Go caches are reused)
+#   e2e/cluster.sh up      build, start everything from a clean state, write .cluster/kubeconfig
+#   e2e/cluster.sh load IMAGE   import a podman image into the node's containerd
+#   e2e/cluster.sh down    stop what `up` started, unmount, remove its network and rules; every
+#                          step runs even when one fails, and the failures are listed at the end
+#   e2e/cluster.sh dns-check IMAGE   a pod of IMAGE resolves a Service through CoreDNS
 #
-# Needs root. Everything it makes is under .cluster/, /var/lib/app-python-cluster and
-# /run/app-python-cluster, the address 10.250.0.1 on lo, the bridge cni0, iptables chains
-# KUBE-* and CNI-*.
+# Needs root. It touches only what it made: processes by the PIDs it recorded (control plane),
+# the shims serving its own containerd socket, the iptables chains that were not there before `up`,
+# everything under .cluster/, /var/lib/app-python-cluster and /run/app-python-cluster, its
+# network namespaces, the address 10.250.0.1 on lo and the bridge cni0.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/cluster/go.mod")  # one source: go.mod
+K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/e2e/go.mod")  # one source: go.mod
 COREDNS_VERSION=v1.12.4
 DIR=$ROOT/.cluster
 BIN=$DIR/bin
@@ -52,13 +55,13 @@ build() {
   for name in "${kube[@]}"; do [[ -x $BIN/$name ]] || missing+=("k8s.io/kubernetes/cmd/$name"); done
   if ((${#missing[@]})); then
     log "building ${#missing[@]} Kubernetes $K8S_VERSION commands (the first time: minutes)"
-    (cd "$ROOT/cluster" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${missing[@]}")
+    (cd "$ROOT/e2e" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${missing[@]}")
   fi
-  [[ -x $BIN/etcd ]] || (cd "$ROOT/cluster/etcd" && log "building etcd" &&
+  [[ -x $BIN/etcd ]] || (cd "$ROOT/e2e/etcd" && log "building etcd" &&
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
   [[ -x $BIN/coredns ]] || { log "building CoreDNS $COREDNS_VERSION" &&
     CGO_ENABLED=0 GOBIN=$BIN go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"; }
-  [[ -x $BIN/pause ]] || (cd "$ROOT/cluster" &&
+  [[ -x $BIN/pause ]] || (cd "$ROOT/e2e" &&
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/pause" ./pause)
   cp -u "$BIN"/* "$cache/"
   log "binaries in $BIN: $("$BIN/kube-apiserver" --version)"
@@ -130,9 +133,9 @@ load() {  # load IMAGE: podman's copy into the node's containerd, also under doc
   podman save --format oci-archive -o "$archive" "$image" >/dev/null
   ctr_ images import --no-unpack=false "$archive" >/dev/null
   rm -f "$archive"
-  local stored
-  stored=$(ctr_ images ls -q | grep -E "(^|/)${image#localhost/}$" | head -n 1)
-  local short=${image#localhost/}
+  local stored short=${image#localhost/}
+  # The imported name, not the docker.io/library/ alias an earlier load of the same tag made.
+  stored=$(ctr_ images ls -q | grep -E "(^|/)$short$" | grep -v "^docker.io/library/" | head -n 1)
   [[ $short == */* ]] || ctr_ images tag --force "$stored" "docker.io/library/$short" >/dev/null
   log "loaded $image into the node"
 }
@@ -140,7 +143,12 @@ load() {  # load IMAGE: podman's copy into the node's containerd, also under doc
 up() {
   packages
   build
+  if leftovers; then  # never resume an earlier run's etcd, pods and network
+    log "an earlier run left state behind: stopping it first"
+    down || { log "cannot start from a clean state; see the failed steps above"; return 1; }
+  fi
   mkdir -p "$LOGS" "$PIDS" "$VAR" "$RUN" "$DIR/cni" "$VAR/pv"
+  snapshot
   ip addr show dev lo | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
   sysctl -qw net.ipv4.ip_forward=1
   pki
@@ -249,7 +257,7 @@ EOF
     --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
   log "CoreDNS, storage"
-  kubectl apply -f "$ROOT/cluster/coredns.yaml" >/dev/null
+  kubectl apply -f "$ROOT/e2e/coredns.yaml" >/dev/null
   storage | kubectl apply -f - >/dev/null
   kubectl -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
   log "ready: export KUBECONFIG=$DIR/kubeconfig; kubectl get nodes"
@@ -288,62 +296,135 @@ EOF
   done
 }
 
-stop() {  # stop NAME: by the PID `up` recorded
+stop() {  # stop NAME: by the PID `up` recorded, if that process is still NAME
   local pidfile=$PIDS/$1.pid
   [[ -f $pidfile ]] || return 0
   local pid
   pid=$(cat "$pidfile")
-  if kill "$pid" 2>/dev/null; then
+  if grep -qa -- "$1" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null; then
     for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then log "$1 (pid $pid) did not stop"; return 1; fi
   fi
   rm -f "$pidfile"
 }
 
-purge_chains() {  # every KUBE-* and CNI-* chain (kube-proxy's, the kubelet's, CNI's) and the jumps to them
-  local tool table chain
+try() {  # try COMMAND...: run a step of `down`; a failure is noted and the next step runs
+  "$@" || failed+=("$*")
+}
+
+chains() {  # "TOOL TABLE CHAIN" for every KUBE-* and CNI-* chain there is now
+  local tool table
   for tool in iptables ip6tables; do
     command -v "$tool" >/dev/null || continue
     for table in filter nat mangle; do
-      { "$tool" -t "$table" -S 2>/dev/null | grep -E '^-A .* -j (KUBE|CNI)-' || true; } |
-        sed 's/^-A/-D/' | while read -r rule; do eval "$tool" -t "$table" "$rule" || true; done
-      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do
-        "$tool" -t "$table" -F "$chain" 2>/dev/null || true
-      done
-      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N (KUBE|CNI)-/{print $2}'); do
-        "$tool" -t "$table" -X "$chain" 2>/dev/null || true
-      done
+      "$tool" -t "$table" -S 2>/dev/null | awk -v at="$tool $table" '/^-N (KUBE|CNI)-/{print at, $2}'
     done
   done
 }
 
+netns_list() { ip netns list 2>/dev/null | awk '/^cni-/{print $1}'; }
+
+snapshot() {  # what was already there before `up`: never ours to remove
+  chains >"$DIR/chains.before"
+  netns_list >"$DIR/netns.before"
+}
+
+purge_chains() {  # the KUBE-*/CNI-* chains that appeared since `up` (kube-proxy's, CNI's), and jumps to them
+  [[ -f $DIR/chains.before ]] || return 0
+  local ours tool table chain rule status=0
+  ours=$(chains | grep -vxF -f "$DIR/chains.before" || true)
+  [[ -n $ours ]] || return 0
+  while read -r tool table chain; do  # first every rule that jumps to one of them
+    "$tool" -t "$table" -S 2>/dev/null | grep -E -- "-j $chain( |$)" | sed 's/^-A/-D/' |
+      while read -r rule; do eval "$tool" -t "$table" "$rule" || true; done
+  done <<<"$ours"
+  while read -r tool table chain; do "$tool" -t "$table" -F "$chain" || status=1; done <<<"$ours"
+  while read -r tool table chain; do "$tool" -t "$table" -X "$chain" || status=1; done <<<"$ours"
+  return $status
+}
+
+remove_netns() {  # the pods' network namespaces: made since `up`
+  [[ -f $DIR/netns.before ]] || return 0
+  local ns status=0
+  for ns in $(netns_list | grep -vxF -f "$DIR/netns.before" || true); do
+    # `ip netns delete` fails with "Device or resource busy" while anything still holds the
+    # namespace's mount: detach it lazily, then remove the file.
+    umount -l "/run/netns/$ns" 2>/dev/null || true
+    rm -f "/run/netns/$ns" || status=1
+  done
+  return $status
+}
+
+kill_containers() {  # the pods' containers, while containerd still answers
+  [[ -S $CONTAINERD_SOCK ]] || return 0
+  local task
+  for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" 2>/dev/null || true; done
+}
+
+kill_shims() {  # the shims of this cluster's containerd: they name its socket, which is ours
+  local pid
+  for pid in $(pgrep -f -- "-address $CONTAINERD_SOCK\b" || true); do kill -9 "$pid" 2>/dev/null; done
+  return 0
+}
+
+unmount_ours() {
+  local status=0 target
+  for target in $({ grep -E " ($VAR|$RUN)" /proc/mounts || true; } | awk '{print $2}' | sort -r); do
+    umount -l "$target" || status=1
+  done
+  return $status
+}
+
+leftovers() {  # anything of an earlier run still here
+  [[ -e $VAR || -e $RUN ]] || compgen -G "$PIDS/*.pid" >/dev/null || ip link show cni0 >/dev/null 2>&1
+}
+
 down() {
   log "stopping the cluster"
-  stop kube-proxy
-  stop kubelet
-  if [[ -S $CONTAINERD_SOCK ]]; then  # the pods' containers, then containerd and its shims
-    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" 2>/dev/null || true; done
+  failed=()
+  try stop kube-proxy
+  try stop kubelet
+  try kill_containers
+  try stop containerd
+  try kill_shims
+  try stop kube-scheduler
+  try stop kube-controller-manager
+  try stop kube-apiserver
+  try stop etcd
+  try purge_chains
+  try unmount_ours
+  try remove_netns
+  if ip link show cni0 >/dev/null 2>&1; then try ip link delete cni0; fi
+  if ip addr show dev lo | grep -q " $NODE_IP/"; then try ip addr del "$NODE_IP/32" dev lo; fi
+  try rm -rf "$VAR" "$RUN" /var/lib/cni/networks/app-python-cluster
+  if ((${#failed[@]})); then
+    log "stopped, but these steps failed: $(printf '[%s] ' "${failed[@]}")"
+    return 1
   fi
-  stop containerd
-  pkill -9 -f "containerd-shim-runc-v2 -namespace k8s.io -id .* -address $CONTAINERD_SOCK" 2>/dev/null || true
-  stop kube-scheduler
-  stop kube-controller-manager
-  stop kube-apiserver
-  stop etcd
-  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  purge_chains
-  { grep -E " ($VAR|$RUN)" /proc/mounts || true; } | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
-  for netns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$netns"; done
-  ip link delete cni0 2>/dev/null || true
-  ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
-  rm -rf "$VAR" "$RUN" /var/lib/cni/networks/app-python-cluster
+  rm -f "$DIR/chains.before" "$DIR/netns.before"
   log "stopped"
+}
+
+dns_check() {  # dns-check IMAGE: a new pod resolves the API server's Service through CoreDNS
+  local image=$1 address
+  kubectl delete pod dns-check --ignore-not-found --wait=true >/dev/null
+  kubectl run dns-check --image="$image" --image-pull-policy=IfNotPresent --restart=Never \
+    --command -- python -c 'import socket; print(socket.gethostbyname("kubernetes.default.svc.cluster.local"))' >/dev/null
+  kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/dns-check --timeout=120s >/dev/null
+  address=$(kubectl logs dns-check)
+  kubectl delete pod dns-check --wait=false >/dev/null
+  [[ $address == "$(kubectl get service kubernetes -o jsonpath='{.spec.clusterIP}')" ]] ||
+    { log "dns-check: kubernetes.default resolved to '$address'"; return 1; }
+  log "dns-check: a new pod resolved kubernetes.default.svc.cluster.local to $address"
 }
 
 case ${1:-} in
   build) build ;;
   up) up ;;
-  load) load "${2:?usage: scripts/cluster.sh load IMAGE}" ;;
+  load) load "${2:?usage: e2e/cluster.sh load IMAGE}" ;;
   down) down ;;
-  *) echo "usage: scripts/cluster.sh build|up|load IMAGE|down" >&2; exit 2 ;;
+  dns-check) dns_check "${2:?usage: e2e/cluster.sh dns-check IMAGE}" ;;
+  *) echo "usage: e2e/cluster.sh build|up|load IMAGE|down|dns-check IMAGE" >&2; exit 2 ;;
 esac

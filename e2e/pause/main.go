@@ -1,5 +1,5 @@
 // Command pause holds a pod's namespaces open: it sleeps until told to stop and reaps any
-// child it inherits as PID 1. The node's sandbox image is built from it (scripts/cluster.sh).
+// child it inherits as PID 1. The node's sandbox image is built from it (e2e/cluster.sh).
 package main
 
 import (

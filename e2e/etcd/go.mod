@@ -1,6 +1,6 @@
 // etcd for the test cluster, in a module of its own so its dependencies do not move
-// Kubernetes' (cluster/go.mod).
-module app-python/cluster/etcd
+// Kubernetes' (e2e/go.mod).
+module app-python/e2e/etcd
 
 go 1.24.0
 

@@ -1,5 +1,5 @@
-// Builds a real single-node Kubernetes from upstream sources: scripts/cluster.sh
-module app-python/cluster
+// Builds a real single-node Kubernetes from upstream sources for the tests: e2e/cluster.sh
+module app-python/e2e
 
 go 1.24.0
 

@@ -19,11 +19,13 @@ from tests.test_manifests import (  # the kustomize checks, run here on the char
     KUBERNETES_VERSIONS,
     container,
     statefulset,
-    test_checkov_fails_nothing_and_every_skip_has_a_reason,
+    test_checkov_fails_nothing_and_ships_no_skip_annotation,
+    test_every_checkov_skip_has_a_reason_and_fails_only_where_it_says,
     test_every_environment_variable_is_read_by_the_app,
     test_image_is_a_name_and_tag_matching_the_app_version,
     test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port,
     test_pod_runs_restricted_as_the_image_user,
+    test_pods_spread_over_nodes_yet_all_run_on_one,
     test_probe_paths_are_app_urls_that_count_nothing,
     test_statefulset_is_parallel_with_a_headless_governing_service,
     test_update_strategy,
@@ -50,11 +52,13 @@ VALUES = {
 }
 
 __all__ = [
-    "test_checkov_fails_nothing_and_every_skip_has_a_reason",
+    "test_checkov_fails_nothing_and_ships_no_skip_annotation",
+    "test_every_checkov_skip_has_a_reason_and_fails_only_where_it_says",
     "test_every_environment_variable_is_read_by_the_app",
     "test_image_is_a_name_and_tag_matching_the_app_version",
     "test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port",
     "test_pod_runs_restricted_as_the_image_user",
+    "test_pods_spread_over_nodes_yet_all_run_on_one",
     "test_probe_paths_are_app_urls_that_count_nothing",
     "test_statefulset_is_parallel_with_a_headless_governing_service",
     "test_update_strategy",
@@ -186,6 +190,26 @@ def test_config_values_reach_the_configmap_and_win_over_the_charts():
     assert config["VISITS_PEER_SERVICE"] == "visits-peers"
 
 
+def test_topology_spread_values_get_the_pods_selector_unless_they_name_one():
+    def spread(*args: str) -> list[dict]:
+        return statefulset(template(*args))["spec"]["template"]["spec"].get(
+            "topologySpreadConstraints", []
+        )
+
+    selector = {"matchLabels": {"app.kubernetes.io/name": "app-python",
+                                "app.kubernetes.io/instance": "app-python"}}  # fmt: skip
+    zone = ["topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+            "topologySpreadConstraints[0].maxSkew=2",
+            "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule"]  # fmt: skip
+    assert spread("--set", ",".join(zone)) == [
+        {"topologyKey": "topology.kubernetes.io/zone", "maxSkew": 2,
+         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": selector}
+    ]  # fmt: skip
+    own = ",".join([*zone, "topologySpreadConstraints[0].labelSelector.matchLabels.tier=web"])
+    assert spread("--set", own)[0]["labelSelector"] == {"matchLabels": {"tier": "web"}}
+    assert spread("--set", "topologySpreadConstraints=null") == []
+
+
 def test_persistence_values_reach_the_claim_template():
     objs = template(
         "--set", "persistence.size=5Gi", "--set", "persistence.storageClass=fast",
@@ -227,7 +251,9 @@ def test_the_service_monitor_scrapes_every_pod_through_the_headless_service_only
         and monitor["spec"]["selector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()
     ]
     assert selected == ["app-python-headless"]  # one scrape per pod, unready pods included
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    # No path: Prometheus' default, /metrics; no namespaceSelector: the release's namespace.
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "interval": "30s"}]
+    assert "namespaceSelector" not in monitor["spec"]
     assert resolve("/metrics").url_name == "metrics"
     # Prometheus asks for the pod by its address: the Host header the app must allow.
     env = container(objs)["env"]
@@ -289,6 +315,7 @@ def test_notes_tell_how_to_reach_the_site_the_admin_and_each_pods_file():
         (["config.web_concurrency=4"], "web_concurrency"),
         (["replicas=3"], "replicas"),
         (["fullnameOverride=App_Python"], "fullnameOverride"),
+        (["topologySpreadConstraints[0].maxSkew=1"], "topologyKey"),
     ],
 )  # fmt: skip
 def test_the_schema_refuses_what_the_cluster_or_the_app_would_reject_late(args, refusal):

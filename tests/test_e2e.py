@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from django.contrib.auth.hashers import make_password
 
 from tests.conftest import ROOT
+from tests.test_manifests import COMPONENTS, overlay_with_component
 
 pytestmark = pytest.mark.e2e
 
@@ -116,15 +116,10 @@ def deployed(tmp_path_factory):
         f"DJANGO_SECRET_KEY=e2e-{os.urandom(16).hex()}\n"
         f"VISITS_ADMIN_PASSWORD_HASH={make_password(ADMIN_PASSWORD)}\n"
     )
-    # The canary and ondelete overlays build on the base, which pulls its image; here the
-    # image is loaded into the node, so their own patches go on top of the local overlay.
-    for name in ("canary", "ondelete"):
-        overlay = yaml.safe_load((tree / "overlays" / name / "kustomization.yaml").read_text())
-        local = tree / "overlays" / f"local-{name}"
-        local.mkdir()
-        (local / "kustomization.yaml").write_text(
-            yaml.safe_dump({**overlay, "resources": ["../local"]}, sort_keys=False)
-        )
+    # The image is loaded into the node: the canary and OnDelete components go on the local
+    # overlay (overlays/local-canary, overlays/local-ondelete).
+    for component in COMPONENTS:
+        overlay_with_component(tree, "local", component)
     t = Transcript()
     t.kubectl("apply", "-k", str(tree / "overlays" / "local"))
     wait_settled()

@@ -41,13 +41,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
-{{/* checkov's skip for CKV_K8S_21, on every object, with its reason. */}}
-{{- define "app-python.annotations" -}}
-checkov.io/skip9: >-
-  CKV_K8S_21=namespace-scoped on purpose: the namespace is chosen at install time
-  (helm install -n NAMESPACE, kubectl apply -k ... -n NAMESPACE, or the context's namespace)
-{{- end }}
-
 {{- define "app-python.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}

@@ -6,10 +6,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
+from counter import process
 from counter.visits import CounterMissingError
 from counter.visits_file import visits_file_path, visits_file_sync
-
-_migrations_applied = False  # once true, stays true for the life of the process
 
 
 def readiness_problem() -> str | None:
@@ -19,13 +18,13 @@ def readiness_problem() -> str | None:
     the file can be written (not a directory, not read-only): an operator's mistake with the
     file makes the pod unready at the next probe, and ready again once it is undone.
     """
-    global _migrations_applied
+    owner = process.state
     try:
-        if not _migrations_applied:
+        if not owner.migrations_applied:
             executor = MigrationExecutor(connection)
             if executor.migration_plan(executor.loader.graph.leaf_nodes()):
                 return "database migrations are not applied"
-            _migrations_applied = True
+            owner.migrations_applied = True
         if not os.access(settings.VISITS_DATA_DIR, os.W_OK):
             return f"data directory {settings.VISITS_DATA_DIR} is not writable"
         visits_file_sync()

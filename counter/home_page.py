@@ -14,6 +14,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
+from counter import process
 from counter.chart import history_chart_scale, history_chart_svg
 from counter.visits import PastDays, VisitTally
 
@@ -27,7 +28,9 @@ def _slot(name: str) -> SafeString:
 
 
 @dataclass(frozen=True)
-class _Frame:
+class Frame:
+    """The page rendered for one history window, kept in `process.state.home_frame`."""
+
     past: PastDays
     pod: str
     version: str
@@ -35,10 +38,7 @@ class _Frame:
     pieces: tuple[str, ...]  # the rendered page split at its slots: text, slot name, text, ...
 
 
-_frame: _Frame | None = None
-
-
-def _frame_render(past: PastDays) -> _Frame:
+def _frame_render(past: PastDays) -> Frame:
     html = render_to_string(
         "counter/home.html",
         {
@@ -56,7 +56,7 @@ def _frame_render(past: PastDays) -> _Frame:
     names = pieces[1::2]
     if len(pieces) % 2 == 0 or set(names) != set(SLOTS):
         raise RuntimeError(f"counter/home.html rendered with slots {names}, expected {SLOTS}")
-    return _Frame(
+    return Frame(
         past=past,
         pod=settings.POD_NAME,
         version=settings.APP_VERSION,
@@ -67,15 +67,15 @@ def _frame_render(past: PastDays) -> _Frame:
 
 def home_page_html(*, tally: VisitTally, past: PastDays) -> str:
     """The page for `tally`, with the history chart of `past` (visits_past_days) and today."""
-    global _frame
-    frame = _frame
+    owner = process.state
+    frame = owner.home_frame
     if (
         frame is None
         or frame.past is not past
         or frame.pod != settings.POD_NAME
         or frame.version != settings.APP_VERSION
     ):
-        frame = _frame = _frame_render(past)
+        frame = owner.home_frame = _frame_render(past)
     values = {
         "total": str(tally.total),
         "today": str(tally.today),

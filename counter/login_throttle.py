@@ -31,6 +31,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.log import log_response
 
+from counter import process
 from counter.models import LoginFailures
 
 logger = logging.getLogger(__name__)
@@ -181,9 +182,6 @@ class LoginThrottleMiddleware:
         return response
 
 
-_gate: Any = None  # gevent's semaphore for password checks, made in the worker that needs it
-
-
 def _gevent_active() -> bool:
     """In a gevent worker (monkey-patched): not in tests, manage.py commands or sync workers."""
     monkey = sys.modules.get("gevent.monkey")
@@ -196,10 +194,10 @@ def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
     import gevent
     import gevent.lock
 
-    global _gate
-    if _gate is None:
-        _gate = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
-    with _gate:
+    owner = process.state
+    if owner.password_checks is None:
+        owner.password_checks = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
+    with owner.password_checks:
         return gevent.get_hub().threadpool.apply(func, args)
 
 

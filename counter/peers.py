@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from counter import process
 from counter.locks import FileLock
 from counter.visits import data_path, visits_total
 
@@ -132,14 +133,12 @@ def _name_of(peer: Peer) -> str | None:
     return labels[0] if len(labels) > 1 and labels[1] == service else None
 
 
-_executor: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
-
-
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    if _executor is None or _executor[0] != os.getpid():  # threads do not survive a fork
-        _executor = (os.getpid(), concurrent.futures.ThreadPoolExecutor(16, "cluster-peer"))
-    return _executor[1]
+    """This process's threads for asking peers (a forked process makes its own)."""
+    owner = process.state
+    if owner.peer_pool is None:
+        owner.peer_pool = concurrent.futures.ThreadPoolExecutor(16, "cluster-peer")
+    return owner.peer_pool
 
 
 def _counts_ask() -> list[PodCount]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from counter import process
 from counter.locks import FileLock, sqlite_retry
 from counter.models import DailyVisits, VisitCounter
 
@@ -51,18 +52,16 @@ def data_path(name: str) -> Path:
     return Path(settings.VISITS_DATA_DIR) / name
 
 
-_writer_lock: FileLock | None = None
-
-
 def _writer_lock_for_data_dir() -> FileLock:
     """This process's writer lock for the data directory (tests change the directory)."""
-    global _writer_lock
+    owner = process.state
+    lock = owner.writer_lock
     path = data_path(".count.lock")
-    if _writer_lock is None or _writer_lock.path != path:
-        if _writer_lock is not None:
-            _writer_lock.close()
-        _writer_lock = FileLock(path)
-    return _writer_lock
+    if lock is None or lock.path != path:
+        if lock is not None:
+            lock.close()
+        lock = owner.writer_lock = FileLock(path)
+    return lock
 
 
 def visit_record(*, day: date) -> VisitTally:
@@ -113,13 +112,10 @@ class PastDays:
     read_at: float
 
 
-_past_days: PastDays | None = None
-
-
 def visits_past_days(*, today: date, days: int = 13) -> PastDays:
     """The `days` days before `today` with their visits, zeros included."""
-    global _past_days
-    cached = _past_days
+    owner = process.state
+    cached = owner.past_days
     if (
         cached is not None
         and cached.today == today
@@ -132,5 +128,5 @@ def visits_past_days(*, today: date, days: int = 13) -> PastDays:
         cursor.execute(_PAST_DAYS, [first, today])
         counts = dict(cursor.fetchall())  # Django converts DATE columns to date objects
     window = tuple((first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days))
-    _past_days = PastDays(today=today, days=window, read_at=time.monotonic())
-    return _past_days
+    past = owner.past_days = PastDays(today=today, days=window, read_at=time.monotonic())
+    return past

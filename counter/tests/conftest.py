@@ -1,19 +1,21 @@
+from collections.abc import Iterator
 from datetime import date
 
 import pytest
 
-from counter import home_page, visits
 from counter.models import VisitCounter
+from counter.process import ProcessState, process_state_renew
 from counter.visits import COUNTER_ID
 
 DAY = date(2026, 11, 24)
 
 
 @pytest.fixture(autouse=True)
-def _process_state(monkeypatch):
-    """Per-process state of counter.visits and counter.home_page, fresh for each test."""
-    monkeypatch.setattr(visits, "_past_days", None)
-    monkeypatch.setattr(home_page, "_frame", None)
+def process_state() -> Iterator[ProcessState]:
+    """A fresh ProcessState for each test, as a new worker process starts with."""
+    state = process_state_renew()
+    yield state
+    state.close()
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""What a process keeps between requests, besides the count (the database holds that): caches,
+an open lock file, a thread pool. One ProcessState owns all of it, `process.state`.
+
+A process forked from one that has a state starts with a fresh one: threads do not survive a
+fork, and a lock file opened before it would be shared with the parent. Each unit test gets a
+fresh one too (counter/tests/conftest.py), so no test resets a module's globals by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gevent.lock import BoundedSemaphore
+
+    from counter.home_page import Frame
+    from counter.locks import FileLock
+    from counter.visits import PastDays
+
+
+@dataclass(slots=True)
+class ProcessState:
+    """Each attribute is made by the module that uses it, when it first needs it."""
+
+    past_days: PastDays | None = None  # counter/visits.py: the history window, a few seconds
+    home_frame: Frame | None = None  # counter/home_page.py: the page rendered for that window
+    writer_lock: FileLock | None = None  # counter/visits.py: the data directory's writer lock
+    migrations_applied: bool = False  # counter/health.py: once true, stays true
+    peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
+    password_checks: BoundedSemaphore | None = None  # counter/login_throttle.py, gevent only
+
+    def close(self) -> None:
+        """Release the open file and the idle threads (a test's state, once the test is done)."""
+        if self.writer_lock is not None:
+            self.writer_lock.close()
+        if self.peer_pool is not None:
+            self.peer_pool.shutdown(wait=False)
+
+
+state = ProcessState()
+
+
+def process_state_renew() -> ProcessState:
+    """Start this process over with a fresh state, and return it. The old one is left as it
+    is: in a forked child its lock and threads belong to the parent."""
+    global state
+    state = ProcessState()
+    return state
+
+
+os.register_at_fork(after_in_child=process_state_renew)

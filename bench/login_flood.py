@@ -43,6 +43,7 @@ def _guess_loop(
     token: str,
     deadline: float,
     statuses: Counter,
+    retry_after: dict[str, set[str]],
     lock: threading.Lock,
     *,
     new_usernames: bool,
@@ -69,6 +70,10 @@ def _guess_loop(
             response = connection.getresponse()
             response.read()
             key = str(response.status)
+            wait = response.getheader("Retry-After")
+            if wait is not None:
+                with lock:
+                    retry_after.setdefault(key, set()).add(wait)
             if response.will_close:
                 connection.close()
                 connection = None
@@ -121,8 +126,9 @@ def login_flood(
     new_usernames: bool = False,
     spoofed_addresses: bool = False,
 ) -> dict:
-    """Flood for `seconds`; return the login answers by status (429: refused by the throttle)
-    and /healthz's latencies in ms (a probe that failed or took over 2 s is in `failed`)."""
+    """Flood for `seconds`; return the login answers by status (429: refused by the throttle,
+    503: no password check free in time) with the Retry-After values each status carried, and
+    /healthz's latencies in ms (a probe that failed or took over 2 s is in `failed`)."""
     # One CSRF token serves every client. The login page is asked for a few times first, so
     # the workers have loaded the admin before the clock starts.
     for _ in range(4):
@@ -133,6 +139,7 @@ def login_flood(
             connection.close()
     deadline = time.monotonic() + seconds
     statuses: Counter = Counter()
+    retry_after: dict[str, set[str]] = {}
     lock = threading.Lock()
     latencies: list[float] = []
     failures: list[str] = []
@@ -141,7 +148,7 @@ def login_flood(
     guessers = [
         threading.Thread(
             target=_guess_loop,
-            args=(base_url, number, token, deadline, statuses, lock),
+            args=(base_url, number, token, deadline, statuses, retry_after, lock),
             kwargs={"new_usernames": new_usernames, "spoofed_addresses": spoofed_addresses},
         )
         for number in range(loops)
@@ -164,6 +171,7 @@ def login_flood(
         "spoofed_addresses": spoofed_addresses,
         "logins": dict(sorted(statuses.items())),
         "logins_429": statuses["429"],
+        "retry_after": {status: sorted(waits) for status, waits in sorted(retry_after.items())},
         "healthz": {
             "probes": len(latencies) + len(failures),
             "failed": len(failures),

@@ -10,6 +10,8 @@ is not django-axes.
 A password check is ~0.2 s of PBKDF2. In a gevent worker it runs in a real thread (hashlib
 releases the GIL), at most VISITS_PASSWORD_CHECKS at a time per process, so the worker's other
 connections are served meanwhile; elsewhere (sync workers, tests, manage.py) it is a plain call.
+A login that finds no check free within PASSWORD_CHECK_WAIT seconds gets 503 with Retry-After,
+without its password being hashed.
 """
 
 import logging
@@ -37,8 +39,18 @@ from counter.models import LoginFailures
 logger = logging.getLogger(__name__)
 
 REFUSAL_DELAY = 1.0  # seconds before a 429, in gevent workers
+# Seconds a login waits for a password check to be free before it answers 503. Under a flood
+# from many addresses (no lockout applies) the queue would otherwise grow without end, and
+# logins would wait past their clients' timeouts, each holding a connection. A busy moment's
+# queue drains well within this (a check takes a fraction of a second), and a refused login
+# hears so long before any client gives up.
+PASSWORD_CHECK_WAIT = 5
 
 T = TypeVar("T")
+
+
+class PasswordChecksBusyError(Exception):
+    """No password check came free within PASSWORD_CHECK_WAIT seconds."""
 
 
 def client_address(request: HttpRequest) -> str:
@@ -144,7 +156,8 @@ class ThrottledModelBackend(ModelBackend):
 class LoginThrottleMiddleware:
     """A login attempt refused by the throttle answers 429 with Retry-After. A locked one is
     refused before the login view runs (a flood of them stays cheap); one that the backend
-    refuses in a race answers 429 too, whatever the view made of it."""
+    refuses in a race answers 429 too, whatever the view made of it. One that waited too long
+    for a password check answers 503 with Retry-After."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -158,6 +171,26 @@ class LoginThrottleMiddleware:
         response = self.get_response(request)
         retry_after = getattr(request, "login_retry_after", 0)
         return self._refused(request, retry_after) if retry_after else response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, PasswordChecksBusyError):
+            return None
+        response = HttpResponse(
+            f"Too many password checks at once: try again in {PASSWORD_CHECK_WAIT} s.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+            headers={"Retry-After": str(PASSWORD_CHECK_WAIT)},
+        )
+        log_response(
+            "Service Unavailable: %s (no password check free within %d s, for %s)",
+            request.path,
+            PASSWORD_CHECK_WAIT,
+            client_address(request),
+            response=response,
+            request=request,
+            logger=logger,
+        )
+        return response
 
     def _refused(self, request: HttpRequest, retry_after: int) -> HttpResponse:
         if _gevent_active():
@@ -197,8 +230,13 @@ def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
     owner = process.state
     if owner.password_checks is None:
         owner.password_checks = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
-    with owner.password_checks:
+    checks = owner.password_checks
+    if not checks.acquire(timeout=PASSWORD_CHECK_WAIT):
+        raise PasswordChecksBusyError
+    try:
         return gevent.get_hub().threadpool.apply(func, args)
+    finally:
+        checks.release()
 
 
 class OffLoopPBKDF2PasswordHasher(PBKDF2PasswordHasher):

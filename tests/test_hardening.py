@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.hashers import make_password
 
 from bench.login_flood import login_flood
+from counter.login_throttle import PASSWORD_CHECK_WAIT
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.server
@@ -148,6 +149,28 @@ def test_password_guessing_with_new_usernames_and_addresses_leaves_healthz_answe
     flood = login_flood(base, loops=30, seconds=3, new_usernames=True)
     assert 1 <= flood["logins"].get("200", 0) <= 20 and flood["logins_429"] > 0, flood
     assert flood["healthz"]["failed"] == 0, flood
+
+
+def test_logins_that_cannot_get_a_password_check_in_time_answer_503(make_server):
+    """100 loops, each try a new username from a new (forwarded) address: far more password
+    checks than one at a time per worker can serve. A login that finds no check free within
+    PASSWORD_CHECK_WAIT answers 503 with Retry-After, logged in one line, instead of queueing
+    past its client's timeout; /healthz answers every probe within 2 s meanwhile."""
+    server = make_server(
+        VISITS_ADMIN_PASSWORD_HASH=make_password(PASSWORD), VISITS_TRUSTED_PROXY_HOPS="1"
+    )
+    server.start().wait_ready()
+    log = LogWatch(server)
+    flood = login_flood(
+        server.url(""), loops=100, seconds=8, new_usernames=True, spoofed_addresses=True
+    )
+    assert set(flood["logins"]) == {"200", "503"}, flood  # every login answered, none timed out
+    assert flood["retry_after"] == {"503": [str(PASSWORD_CHECK_WAIT)]}, flood
+    assert flood["healthz"]["failed"] == 0, flood
+    assert flood["healthz"]["probes"] >= 20, flood
+    refusals = [line for line in log.lines() if "Service Unavailable: /admin/login/" in line]
+    assert len(refusals) == flood["logins"]["503"], refusals[:3]
+    assert "Traceback" not in server.log()
 
 
 def test_rejected_requests_log_one_line_without_a_traceback(admin_server):

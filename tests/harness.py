@@ -39,10 +39,15 @@ def http_request(
     *,
     method: str = "GET",
     headers: dict | None = None,
-    body: bytes = b"",
+    body: bytes | str = b"",
     timeout: float = 30,
+    source: str = "127.0.0.1",
 ) -> tuple[int, bytes, http.client.HTTPResponse]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One request on a new connection (so the kernel hands it to any worker), sent from
+    `source`: any 127.x address reaches the server as another client."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0)
+    )
     try:
         connection.request(method, path, body=body or None, headers=headers or {})
         response = connection.getresponse()

@@ -11,33 +11,15 @@ from django.contrib.auth.hashers import make_password
 
 from bench.login_flood import login_flood
 from counter.login_throttle import PASSWORD_CHECK_WAIT
-from tests.conftest import ROOT
+from tests.conftest import ROOT, http_request
 
 pytestmark = pytest.mark.server
 
 PASSWORD = "s3cret-pass"
 
 
-def request(
-    server,
-    path: str,
-    *,
-    method: str = "GET",
-    headers: dict | None = None,
-    body: str = "",
-    source: str = "127.0.0.1",
-) -> tuple[int, bytes, http.client.HTTPResponse]:
-    """One request on a new connection (so the kernel hands it to either worker), sent from
-    `source`: any 127.x address reaches the server as another client."""
-    connection = http.client.HTTPConnection(
-        "127.0.0.1", server.port, timeout=30, source_address=(source, 0)
-    )
-    try:
-        connection.request(method, path, body=body or None, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read(), response
-    finally:
-        connection.close()
+def request(server, path: str, **kwargs) -> tuple[int, bytes, http.client.HTTPResponse]:
+    return http_request(server.port, path, **kwargs)
 
 
 def csrf_token(server) -> str:

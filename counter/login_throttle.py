@@ -175,44 +175,46 @@ class LoginThrottleMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, PasswordChecksBusyError):
             return None
-        response = HttpResponse(
+        return _refusal(
+            request,
+            503,
+            PASSWORD_CHECK_WAIT,
             f"Too many password checks at once: try again in {PASSWORD_CHECK_WAIT} s.\n",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-            headers={"Retry-After": str(PASSWORD_CHECK_WAIT)},
-        )
-        log_response(
             "Service Unavailable: %s (no password check free within %d s, for %s)",
             request.path,
             PASSWORD_CHECK_WAIT,
             client_address(request),
-            response=response,
-            request=request,
-            logger=logger,
         )
-        return response
 
     def _refused(self, request: HttpRequest, retry_after: int) -> HttpResponse:
         if _gevent_active():
             # A greenlet's pause costs nothing, and a client looping on refused attempts
             # sends one a second per connection instead of as many as the server can answer.
             time.sleep(REFUSAL_DELAY)
-        response = HttpResponse(
+        return _refusal(
+            request,
+            429,
+            retry_after,
             f"Too many failed logins: try again in {retry_after} s.\n",
-            status=429,
-            content_type="text/plain; charset=utf-8",
-            headers={"Retry-After": str(retry_after)},
-        )
-        log_response(
             "Too Many Requests: %s (login locked for %s, %d s left)",
             request.path,
             client_address(request),
             retry_after,
-            response=response,
-            request=request,
-            logger=logger,
         )
-        return response
+
+
+def _refusal(
+    request: HttpRequest, status: int, retry_after: int, text: str, log: str, *log_args: object
+) -> HttpResponse:
+    """A plain-text refusal with Retry-After, logged in one line."""
+    response = HttpResponse(
+        text,
+        status=status,
+        content_type="text/plain; charset=utf-8",
+        headers={"Retry-After": str(retry_after)},
+    )
+    log_response(log, *log_args, response=response, request=request, logger=logger)
+    return response
 
 
 def _gevent_active() -> bool:

@@ -1,11 +1,11 @@
 """The home page: its Django template is rendered once per process and history window, with
 slots for the three numbers that change on every visit, which each visit then fills in.
 
-Rendering the template and the chart for every visit took 30 us in a loop, twice the counting
-statement; filling the slots takes 2 us (docs/performance.md). Between two visits only the
-total, today's count and the chart's scale change, and they are digits: nothing to escape, so
-filling them into the rendered page gives the same bytes as rendering it again (a unit test
-compares the two).
+Rendering the template and the chart for every visit costs far more than the counting
+statement; filling the slots, a small fraction of it (docs/performance.md). Between two visits
+only the total, today's count and the chart's scale change, and they are digits: nothing to
+escape, so filling them into the rendered page gives the same bytes as rendering it again (a
+unit test compares the two).
 """
 
 from dataclasses import dataclass

@@ -1,0 +1,34 @@
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from counter.snapshots import snapshot_write
+
+
+class Command(BaseCommand):
+    help = (
+        "Write a consistent snapshot of this pod's database to stdout (binary) or to --output,"
+        " while the server keeps counting. Restore it with `manage.py restore`."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--output", type=Path, help="write the snapshot to this file instead")
+
+    def handle(self, *args: object, output: Path | None = None, **options: object) -> None:
+        try:
+            if output is not None:
+                snapshot_write(output.absolute())
+                return
+            # Made on the volume (the pod's /tmp is small), then streamed and removed.
+            with tempfile.TemporaryDirectory(dir=settings.VISITS_DATA_DIR) as work:
+                snapshot = Path(work) / "snapshot.sqlite3"
+                snapshot_write(snapshot)
+                with snapshot.open("rb") as data:
+                    shutil.copyfileobj(data, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+        except OSError as error:
+            raise CommandError(f"cannot write the snapshot: {error}") from error

@@ -1,0 +1,120 @@
+"""Snapshots of a pod's database: `manage.py backup` writes one, `manage.py restore` brings one
+back.
+
+A snapshot is made with SQLite's online backup API: one consistent, committed state, taken
+while the server keeps counting (in WAL mode a reader does not stop the writers).
+
+Replacing the database under a running server is not safe: its open connections would go on
+writing the old file and its WAL. So `restore` only checks a snapshot and stages it as
+`restore.sqlite3` beside the database; `prepare` applies a staged snapshot at the next start,
+before any worker opens the database, keeping the replaced database (and its WAL) aside. On
+Kubernetes: `kubectl exec -i POD -- python manage.py restore - < FILE`, then
+`kubectl delete pod POD`.
+"""
+
+import contextlib
+import datetime
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db.migrations.loader import MigrationLoader
+
+from counter.models import VisitCounter
+from counter.visits import COUNTER_ID
+
+STAGED = "restore.sqlite3"
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that must not be restored; the message says why."""
+
+
+def _database_path() -> Path:
+    return Path(settings.DATABASES["default"]["NAME"])
+
+
+def snapshot_write(target: Path) -> None:
+    """A consistent copy of this pod's database at `target` (replaced atomically)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with (
+            contextlib.closing(sqlite3.connect(_database_path(), timeout=5)) as source,
+            contextlib.closing(sqlite3.connect(tmp)) as copy,
+        ):
+            source.backup(copy)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def snapshot_check(path: Path) -> int:
+    """The total a snapshot holds, if it is an intact database of this app at a schema this
+    version knows; SnapshotError otherwise."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA integrity_check") if row[0] != "ok"]
+            if problems:
+                raise SnapshotError(f"{path} is damaged: {'; '.join(problems[:3])}")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if not {VisitCounter._meta.db_table, "django_migrations"} <= tables:
+                raise SnapshotError(f"{path} is an SQLite database, but not one of this app")
+            applied = {
+                row[0]
+                for row in db.execute("SELECT name FROM django_migrations WHERE app = 'counter'")
+            }
+            row = db.execute(
+                f"SELECT total FROM {VisitCounter._meta.db_table} WHERE id = ?", (COUNTER_ID,)
+            ).fetchone()
+    except sqlite3.DatabaseError as error:
+        raise SnapshotError(f"{path} is not an SQLite database ({error})") from error
+    known = {name for app, name in MigrationLoader(None).disk_migrations if app == "counter"}
+    if applied - known:
+        raise SnapshotError(
+            f"{path} comes from a newer version of the app (migrations"
+            f" {', '.join(sorted(applied - known))}): upgrade the app first, then restore"
+        )
+    if row is None:
+        raise SnapshotError(f"{path} has no visit counter: it was never prepared")
+    return row[0]
+
+
+def snapshot_stage(source: BinaryIO) -> int:
+    """Check the snapshot read from `source` and stage it for the next start; its total."""
+    staged = Path(settings.VISITS_DATA_DIR) / STAGED
+    fd, tmp = tempfile.mkstemp(dir=staged.parent, prefix=".restore.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as copy:
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
+        total = snapshot_check(Path(tmp))
+        os.replace(tmp, staged)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return total
+
+
+def snapshot_apply_staged() -> tuple[int, Path] | None:
+    """At start, before anything opens the database: replace it with a staged snapshot, if
+    there is one. Returns the restored total and where the replaced database was kept."""
+    staged = Path(settings.VISITS_DATA_DIR) / STAGED
+    if not staged.exists():
+        return None
+    total = snapshot_check(staged)
+    database = _database_path()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = database.with_name(f"{database.name}.replaced-{stamp}")
+    for suffix in ("", "-wal", "-shm"):  # the WAL may hold committed visits: keep it with it
+        current = Path(f"{database}{suffix}")
+        if current.exists():
+            os.replace(current, f"{kept}{suffix}")
+    os.replace(staged, database)
+    return total, kept

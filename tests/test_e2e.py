@@ -219,6 +219,31 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
     assert after["app-python-0"] == before["app-python-0"]
 
 
+def test_a_snapshot_of_one_pod_restored_into_another(deployed, tmp_path):
+    t = Transcript()
+    before = counts(Transcript())
+    t.note("a snapshot of app-python-0's database, taken as it serves, restored into app-python-2")
+    snapshot = tmp_path / "pod0.sqlite3"
+    backup = ["kubectl", "exec", "app-python-0", "--", "python", "manage.py", "backup"]
+    with snapshot.open("wb") as out:
+        result = subprocess.run(backup, stdout=out, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr
+    t.lines.append(f"$ {shlex.join(backup)} > pod0.sqlite3\n{result.stderr}")
+    t.note(f"pod0.sqlite3: {snapshot.stat().st_size} bytes")
+    restore = ["kubectl", "exec", "-i", "app-python-2", "--", "python", "manage.py", "restore", "-"]
+    with snapshot.open("rb") as source:
+        result = subprocess.run(restore, stdin=source, capture_output=True, text=True)
+    t.lines.append(f"$ {shlex.join(restore)} < pod0.sqlite3\n{result.stdout}{result.stderr}")
+    assert result.returncode == 0, result.stderr
+    uid = kubectl_json("get", "pod", "app-python-2")["metadata"]["uid"]
+    t.kubectl("delete", "pod", "app-python-2")
+    until("a new app-python-2", lambda: "app-python-2" in ready_pods()
+          and kubectl_json("get", "pod", "app-python-2")["metadata"]["uid"] != uid)  # fmt: skip
+    after = counts(t)
+    t.save("restore")
+    assert after == {**before, "app-python-2": before["app-python-0"]}
+
+
 def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:
     pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
     times = {}

@@ -55,7 +55,8 @@ class Worker(GeventWorker):
                 # closing with its request unread would reset it and lose the answer.
                 client.shutdown(socket.SHUT_WR)
                 client.settimeout(1)
-                while client.recv(4096):
+                deadline = time.monotonic() + 1  # a client that keeps sending gets no longer
+                while client.recv(4096) and time.monotonic() < deadline:
                     pass
             client.close()
             if time.monotonic() - self.refused_logged_at > 10:  # one line per 10 s at most

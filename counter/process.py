@@ -29,6 +29,7 @@ class ProcessState:
     past_days: PastDays | None = None  # counter/visits.py: the history window, a few seconds
     home_frame: Frame | None = None  # counter/home_page.py: the page rendered for that window
     writer_lock: FileLock | None = None  # counter/visits.py: the data directory's writer lock
+    writer_lock_dir: object = None  # the VISITS_DATA_DIR it was opened for
     migrations_applied: bool = False  # counter/health.py: once true, stays true
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
     password_checks: BoundedSemaphore | None = None  # counter/login_throttle.py, gevent only

@@ -53,15 +53,16 @@ def data_path(name: str) -> Path:
 
 
 def _writer_lock_for_data_dir() -> FileLock:
-    """This process's writer lock for the data directory (tests change the directory)."""
+    """This process's writer lock for the data directory (tests change the directory). The
+    directory is compared by identity: building and comparing paths cost more than the lock."""
     owner = process.state
-    lock = owner.writer_lock
-    path = data_path(".count.lock")
-    if lock is None or lock.path != path:
-        if lock is not None:
-            lock.close()
-        lock = owner.writer_lock = FileLock(path)
-    return lock
+    directory = settings.VISITS_DATA_DIR
+    if owner.writer_lock is None or owner.writer_lock_dir is not directory:
+        if owner.writer_lock is not None:
+            owner.writer_lock.close()
+        owner.writer_lock = FileLock(Path(directory) / ".count.lock")
+        owner.writer_lock_dir = directory
+    return owner.writer_lock
 
 
 def visit_record(*, day: date) -> VisitTally:

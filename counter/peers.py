@@ -10,7 +10,6 @@ of peer requests. Which pod is this one comes from POD_NAME and POD_IP, never fr
 
 import concurrent.futures
 import json
-import os
 import socket
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from django.conf import settings
 from counter import process
 from counter.locks import FileLock
 from counter.visits import data_path, visits_total
+from counter.visits_file import file_replace
 
 PEER_TIMEOUT = 1.0  # per peer, connect and read
 ANSWER_WITHIN = 1.3  # the page does not wait longer than this for the slowest peer
@@ -189,9 +189,7 @@ def cluster_counts() -> list[PodCount]:
                 return counts
             counts = _counts_ask()
             cached = {"at": time.monotonic(), "counts": [asdict(count) for count in counts]}
-            tmp = path.with_name(f".cluster.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached))
-            os.replace(tmp, path)
+            file_replace(path, json.dumps(cached))
             return counts
     finally:
         lock.close()

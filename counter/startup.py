@@ -29,7 +29,7 @@ def data_dir_check() -> None:
         raise DataDirError(
             f"data directory {directory} is not writable by uid {os.getuid()}: {error}"
         ) from error
-    for stale in directory.glob(".visits.*.tmp"):  # left by a process killed mid-replace
+    for stale in directory.glob(".*.tmp"):  # left by a process killed mid-replace (file_replace)
         stale.unlink(missing_ok=True)
 
 

@@ -44,11 +44,13 @@ def visits_file_read(path: Path) -> int | None:
     return int(value)
 
 
-def _file_replace(path: Path, value: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".visits.", suffix=".tmp")
+def file_replace(path: Path, text: str) -> None:
+    """Replace `path` with `text` at once: a reader sees the old content or the new, never
+    part of it. The temporary file is `.<name>.*.tmp` beside it (startup removes leftovers)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as tmp_file:
-            tmp_file.write(f"{value}\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp_file:
+            tmp_file.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -73,7 +75,7 @@ def visits_file_sync() -> int:
             except (ValueError, IsADirectoryError):
                 current = None
             if current != total:
-                _file_replace(path, total)
+                file_replace(path, f"{total}\n")
             return total
     finally:
         lock.close()

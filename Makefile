@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= app-python:$(VERSION)
+# The backup sidecar's image (the chart's backup.image) and the e2e's S3 store, both built here.
+LITESTREAM_IMAGE := app-python-litestream:$(shell sed -n 's/^LITESTREAM_VERSION=//p' scripts/litestream.sh)
+MOTO_IMAGE := app-python-moto:$(shell sed -n 's/^moto\[server\]==//p' e2e/moto/requirements.txt)
 # The image's org.opencontainers.image.source label: this clone's remote, when it has one.
 SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),unknown)
 # docker when its engine answers, else podman (this project's machines have podman only).
@@ -15,7 +18,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: run test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply
+.PHONY: run test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply litestream litestream-image moto-image
 
 # Installed from the lock files: every transitive dependency pinned, with hashes (make lock).
 $(BIN)/activate: requirements-dev.lock
@@ -75,6 +78,18 @@ k8s-apply: k8s/base/secret.env
 bench: $(BIN)/activate
 	$(BIN)/python bench/run.py
 
+# Litestream v0.5 built from the Go module proxy, cached outside the clone (~/.cache/app-python/).
+litestream:
+	bash scripts/litestream.sh
+
+# Its image for the chart's backup sidecar (scripts/litestream.Dockerfile).
+litestream-image:
+	ENGINE=$(ENGINE) BUILD_FLAGS="$(BUILD_FLAGS)" bash scripts/litestream.sh image
+
+# moto's S3 server, the backup e2e's in-cluster store (e2e/moto/; never for real backups).
+moto-image:
+	$(ENGINE) build $(BUILD_FLAGS) -t $(MOTO_IMAGE) e2e/moto
+
 # A real single-node Kubernetes built from source (root; the first build took 9 minutes here).
 cluster-up:
 	bash e2e/cluster.sh up
@@ -84,9 +99,10 @@ cluster-down:
 
 # cluster-up, the image loaded, the StatefulSet asserted on the cluster (transcripts in
 # docs/transcripts/), then cluster-down, also when a step fails.
-e2e: $(BIN)/activate image helm
+e2e: $(BIN)/activate image helm litestream-image moto-image
 	bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
-	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py \
+	  && bash e2e/cluster.sh load $(LITESTREAM_IMAGE) && bash e2e/cluster.sh load $(MOTO_IMAGE) \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py tests/test_e2e_backup.py \
 	  && $(MAKE) cluster-recycle; \
 	status=$$?; bash e2e/cluster.sh down; exit $$status
 

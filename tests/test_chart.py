@@ -16,7 +16,9 @@ from django.urls import resolve
 
 from tests.conftest import ROOT
 from tests.test_manifests import (  # the kustomize checks, run here on the chart's renders
+    CHECKOV_CONFIG,
     KUBERNETES_VERSIONS,
+    checkov,
     container,
     statefulset,
     test_checkov_fails_nothing_and_ships_no_skip_annotation,
@@ -342,3 +344,126 @@ def test_values_and_schema_agree_on_every_key():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(schema["properties"]) - {"global"} == set(values)
+
+
+BACKUP = ["--set", "backup.enabled=true", "--set", "backup.s3.bucket=visits-backups",
+          "--set", "backup.credentials.secretName=visits-s3",
+          "--set", "backup.s3.endpoint=http://s3.example.com:9000"]  # fmt: skip
+
+
+def test_backup_off_adds_nothing():
+    objs = template()
+    pod = statefulset(objs)["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and "terminationGracePeriodSeconds" not in pod
+    assert [c["name"] for c in pod["containers"]] == ["app"]
+    assert {v["name"] for v in pod["volumes"]} == {"tmp"}
+    assert ("ConfigMap", "app-python-litestream") not in objs
+
+
+def test_backup_on_restores_then_replicates_each_pod_to_its_own_path():
+    objs = template(*BACKUP)
+    pod = statefulset(objs)["spec"]["template"]["spec"]
+    restore, sidecar = pod["initContainers"]
+    assert [c["name"] for c in pod["containers"]] == ["app"]  # the app container is unchanged
+    assert container(objs) == container(template())
+    # Restore first (a plain init container), then the native sidecar: it starts before the app
+    # and stops after it.
+    assert restore["name"] == "litestream-restore" and "restartPolicy" not in restore
+    assert restore["args"] == [
+        "restore",
+        "-config",
+        "/etc/litestream/litestream.yml",
+        "-if-db-not-exists",
+        "-if-replica-exists",
+        "/app/data/db.sqlite3",
+    ]
+    assert sidecar["name"] == "litestream" and sidecar["restartPolicy"] == "Always"
+    assert sidecar["args"] == ["replicate", "-config", "/etc/litestream/litestream.yml"]
+    # The app's 20 s graceful shutdown, then the sidecar's 10 s final sync.
+    assert pod["terminationGracePeriodSeconds"] == 40
+    config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
+    assert config["shutdown-sync-timeout"] == "10s"
+    (db,) = config["dbs"]
+    assert db["path"] == "/app/data/db.sqlite3"
+    assert db["replica"] == {
+        "type": "s3", "bucket": "visits-backups", "path": "app-python/${POD_NAME}",
+        "region": "us-east-1", "endpoint": "http://s3.example.com:9000", "sync-interval": "1s",
+    }  # fmt: skip
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["litestream"]["configMap"]["name"] == "app-python-litestream"
+    app = container(objs)
+    for litestream in (restore, sidecar):
+        assert litestream["image"] == "app-python-litestream:v0.5.18"
+        assert litestream["securityContext"] == app["securityContext"]
+        assert {"requests", "limits"} <= set(litestream["resources"])
+        mounts = {m["mountPath"]: m for m in litestream["volumeMounts"]}
+        assert mounts["/app/data"]["name"] == "data"  # the app's volume, where its database is
+        assert mounts["/etc/litestream"] == {"name": "litestream", "mountPath": "/etc/litestream",
+                                             "readOnly": True}  # fmt: skip
+        env = {e["name"]: e["valueFrom"] for e in litestream["env"]}
+        assert env == {
+            "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+            "AWS_ACCESS_KEY_ID": {
+                "secretKeyRef": {"name": "visits-s3", "key": "AWS_ACCESS_KEY_ID"}},
+            "AWS_SECRET_ACCESS_KEY": {
+                "secretKeyRef": {"name": "visits-s3", "key": "AWS_SECRET_ACCESS_KEY"}},
+        }  # fmt: skip
+    # Its version is the one scripts/litestream.sh builds, and the image's tag.
+    script = (ROOT / "scripts" / "litestream.sh").read_text()
+    assert "LITESTREAM_VERSION=v0.5.18" in script
+
+
+def test_backup_settings_reach_the_config_and_roll_the_pods():
+    objs = template(*BACKUP, "--set", "backup.s3.path=prod/visits", "--set",
+                    "backup.s3.endpoint=", "--set", "backup.syncInterval=10s",
+                    "--set", "backup.credentials.accessKeyIdKey=id")  # fmt: skip
+    config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
+    replica = config["dbs"][0]["replica"]
+    assert replica["path"] == "prod/visits/${POD_NAME}"
+    assert replica["sync-interval"] == "10s"
+    assert "endpoint" not in replica  # AWS S3 itself
+    sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]
+    keys = {e["name"]: e["valueFrom"].get("secretKeyRef", {}).get("key") for e in sidecar["env"]}
+    assert keys["AWS_ACCESS_KEY_ID"] == "id"
+
+    def checksum(*args: str) -> str:
+        annotations = statefulset(template(*args))["spec"]["template"]["metadata"]["annotations"]
+        return annotations["checksum/config"]
+
+    assert checksum(*BACKUP) != checksum(*BACKUP, "--set", "backup.syncInterval=5s")
+
+
+def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp_path):
+    render = tmp_path / "backup.yaml"
+    render.write_text(helm("template", "app-python", str(CHART), *BACKUP).stdout)
+    for version in KUBERNETES_VERSIONS:
+        result = subprocess.run(
+            [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, render],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    report = checkov(checker, [render], CHECKOV_CONFIG)
+    assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
+    result = helm("lint", "--strict", str(CHART), *BACKUP)
+    assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["backup.enabled=true", "backup.credentials.secretName=s3"], "bucket"),
+        (["backup.enabled=true", "backup.s3.bucket=visits-backups"], "secretName"),
+        (["backup.s3.bucket=Visits_Backups"], "bucket"),
+        (["backup.s3.path=/visits/"], "path"),
+        (["backup.s3.endpoint=s3.example.com"], "endpoint"),
+        (["backup.syncInterval=1"], "syncInterval"),
+        (["backup.image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["backup.secret=s3"], "secret"),
+    ],
+)  # fmt: skip
+def test_the_schema_refuses_backup_without_a_bucket_or_credentials(args, refusal):
+    sets = [arg for pair in args for arg in ("--set", pair)]
+    result = helm("template", "app-python", str(CHART), *sets, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert refusal in result.stderr, result.stderr

@@ -89,3 +89,39 @@ API server answers quantities in canonical form (1024Mi comes back as 1Gi).
 {{- $fullname := include "app-python.fullname" . }}
 {{- default (printf "localhost,127.0.0.1,%s,.%s,.svc,.svc.cluster.local" $fullname (include "app-python.headless" .)) .Values.config.DJANGO_ALLOWED_HOSTS }}
 {{- end }}
+
+{{/*
+The Litestream containers' common part (the restore init container and the sidecar): the app's
+volume and security context, the replica's credentials from the named Secret, and POD_NAME,
+which the configuration's replica path names.
+*/}}
+{{- define "app-python.litestream" -}}
+{{- $backup := .Values.backup -}}
+image: {{ printf "%s:%s" $backup.image.repository $backup.image.tag }}
+imagePullPolicy: {{ $backup.image.pullPolicy }}
+env:
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: AWS_ACCESS_KEY_ID
+    valueFrom:
+      secretKeyRef:
+        name: {{ $backup.credentials.secretName }}
+        key: {{ $backup.credentials.accessKeyIdKey }}
+  - name: AWS_SECRET_ACCESS_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ $backup.credentials.secretName }}
+        key: {{ $backup.credentials.secretAccessKeyKey }}
+resources:
+  {{- toYaml $backup.resources | nindent 2 }}
+securityContext:
+  {{- include "app-python.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  - name: data
+    mountPath: /app/data
+  - name: litestream
+    mountPath: /etc/litestream
+    readOnly: true
+{{- end }}

@@ -1,0 +1,267 @@
+"""Backup with Litestream on the project's real Kubernetes (`make e2e`), in its own namespace.
+
+The chart with backup on, one pod, replicating to an in-cluster S3 (moto, e2e/moto/). The pod
+loses its volume twice: once gracefully (pod and claim deleted after the visits stopped: the
+restored count must be exact), once as a lost node would (every process of the pod frozen at
+once while a client counts, then the pod and its claim deleted without a shutdown): the visits
+acknowledged after the replica's last sync are lost, and the test says how many. Each step
+saves its real output under docs/transcripts/e2e-backup-*.txt, which docs/kubernetes.md quotes.
+"""
+
+import datetime
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e import READ_VISITS, Transcript, until  # skips this module off the cluster
+from tests.test_e2e_helm import HELM  # skips this module without helm
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "app-python-backup"
+POD = "app-python-0"
+CLAIM = f"data-{POD}"
+BUCKET = "visits-backups"
+INSTALL = (
+    "upgrade", "--install", "app-python", "k8s/chart", "-n", NAMESPACE,
+    "-f", "k8s/chart/values-local.yaml", "--set", "replicaCount=1",
+    "--set", "backup.enabled=true", "--set", "backup.image.pullPolicy=IfNotPresent",
+    "--set", f"backup.s3.bucket={BUCKET}", "--set", "backup.s3.endpoint=http://s3:5000",
+    "--set", "backup.credentials.secretName=backup-s3",
+)  # fmt: skip
+
+S3 = f"""
+import boto3, sys
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:5000", region_name="us-east-1",
+                  aws_access_key_id="e2e", aws_secret_access_key="e2e")
+if sys.argv[1] == "create":
+    s3.create_bucket(Bucket="{BUCKET}")
+    print("bucket {BUCKET} created")
+else:
+    listing = s3.list_objects_v2(Bucket="{BUCKET}", Prefix="app-python/{POD}/")
+    for item in listing.get("Contents", []):
+        print(item["LastModified"].timestamp(), item["Size"], item["Key"])
+"""
+
+# A steady client: one visit to the pod every 0.1 s; each acknowledged one printed with the time
+# and the total it answered. It stops at the first visit that fails (the pod is gone).
+CLIENT = """
+import re, time, urllib.request
+while True:
+    started = time.time()
+    try:
+        page = urllib.request.urlopen("http://app-python-0.app-python-headless:8000/", timeout=2)
+        total = re.search(r'id="total">(\\d+)<', page.read().decode()).group(1)
+    except Exception as error:
+        print("failed", time.time(), type(error).__name__, flush=True)
+        break
+    print(time.time(), total, flush=True)
+    time.sleep(max(0, 0.1 - (time.time() - started)))
+"""
+
+
+TOTAL = re.compile(r'id="total">(\d+)<')
+
+
+class Session(Transcript):
+    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
+        return super().kubectl("-n", NAMESPACE, *args, check=check, record=record)
+
+    def helm(self, *args: str) -> str:
+        result = subprocess.run([HELM, *args], capture_output=True, text=True)
+        self.lines.append(f"$ helm {' '.join(args)}\n{result.stdout}{result.stderr}")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def save(self, name: str) -> None:
+        super().save(f"backup-{name}")
+
+
+def get(*args: str) -> dict:
+    return json.loads(Session().kubectl("get", *args, "-o", "json", record=False))
+
+
+def ready(name: str) -> bool:
+    pod = json.loads(Session().kubectl("get", "pod", name, "-o", "json", check=False,
+                                       record=False) or "{}")  # fmt: skip
+    return pod.get("metadata", {}).get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def count(t: Session) -> int:
+    """The pod's /visits, and its visits file once it has caught up (within a second)."""
+    answer = Session().kubectl("exec", POD, "-c", "app", "--", "python", "-c", READ_VISITS,
+                               record=False)  # fmt: skip
+    cat = ("exec", POD, "-c", "app", "--", "cat", "/app/data/visits")
+    until("the visits file to equal /visits",
+          lambda: Session().kubectl(*cat, record=False) == answer, timeout=1.0)  # fmt: skip
+    return int(t.kubectl(*cat))
+
+
+def replica(t: Session, *, record: bool = True) -> list[tuple[float, str]]:
+    """The replica's objects in the bucket: (last modified, key)."""
+    output = t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "list", record=record)
+    return [(float(line.split()[0]), line.split()[2]) for line in output.splitlines()]
+
+
+def replaced(uid: str, volume: str) -> bool:
+    """A new pod, ready, on a new claim bound to another volume."""
+    if not ready(POD) or get("pod", POD)["metadata"]["uid"] == uid:
+        return False
+    claim = get("pvc", CLAIM)
+    return claim["status"].get("phase") == "Bound" and claim["spec"]["volumeName"] != volume
+
+
+def lose_pod_and_volume(t: Session, *, graceful: bool) -> tuple[str, str]:
+    """Delete the claim, then the pod (which holds the claim until it is gone)."""
+    uid = get("pod", POD)["metadata"]["uid"]
+    volume = get("pvc", CLAIM)["spec"]["volumeName"]
+    t.kubectl("delete", "pvc", CLAIM, "--wait=false")
+    if graceful:
+        t.kubectl("delete", "pod", POD)
+    else:
+        t.kubectl("delete", "pod", POD, "--grace-period=0", "--force")
+    return uid, volume
+
+
+def pod_processes(uid: str) -> dict[int, str]:
+    """The processes of the pod's containers on this node (its cgroups name the pod's UID),
+    without the sandbox's pause."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroups = (proc / "cgroup").read_text()
+            name = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        if (uid in cgroups or uid.replace("-", "_") in cgroups) and name != "pause":
+            found[int(proc.name)] = name
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed() -> Session:
+    t = Session()
+    Transcript().kubectl("create", "namespace", NAMESPACE)
+    t.note("an S3-compatible store in the namespace (moto), its bucket, and the Secret")
+    t.kubectl("apply", "-f", "e2e/moto/moto.yaml")
+    t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
+    t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "create")
+    keys = ["--from-literal=AWS_ACCESS_KEY_ID=e2e", "--from-literal=AWS_SECRET_ACCESS_KEY=e2e"]
+    t.kubectl("create", "secret", "generic", "backup-s3", *keys)
+    t.helm(*INSTALL)
+    until(f"{POD} ready", lambda: ready(POD))
+    return t
+
+
+def test_install_restores_nothing_then_replicates(installed):
+    t = installed
+    t.kubectl("get", "pods,pvc")
+    t.kubectl("get", "pod", POD, "-o",
+              "jsonpath={range .spec.initContainers[*]}{.name} restartPolicy={.restartPolicy}"
+              "{\"\\n\"}{end}{range .spec.containers[*]}{.name}{\"\\n\"}{end}")  # fmt: skip
+    restore_log = t.kubectl("logs", POD, "-c", "litestream-restore")
+    t.note("1200 visits, enough for the app's own WAL autocheckpoint (1000 pages) to run")
+    visit = "import urllib.request as u\nfor _ in range(1200): u.urlopen('http://localhost:8000/')"
+    t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
+    total = count(t)
+    until("the replica", lambda: replica(Session(), record=False))
+    sidecar_log = t.kubectl("logs", POD, "-c", "litestream")
+    replica(t)
+    t.save("install")
+    assert "no matching backups found" in restore_log
+    assert total == 1200
+    assert "error" not in sidecar_log.lower(), sidecar_log
+
+
+def test_a_graceful_loss_of_pod_and_volume_restores_the_exact_count(installed):
+    t = Session()
+    before = count(t)
+    t.note(f"{POD} and its claim deleted after the visits stopped: the sidecar's final sync runs")
+    uid, volume = lose_pod_and_volume(t, graceful=True)
+    until(f"a new {POD} on a new volume", lambda: replaced(uid, volume))
+    t.kubectl("get", f"pod/{POD}", f"pvc/{CLAIM}", "-o", "wide")
+    t.note(f"the old claim was bound to {volume}; the new one to "
+           f"{get('pvc', CLAIM)['spec']['volumeName']}")  # fmt: skip
+    restore_log = t.kubectl("logs", POD, "-c", "litestream-restore")
+    after = count(t)
+    t.save("restore")
+    assert "no matching backups found" not in restore_log, restore_log
+    assert before == 1200
+    assert after == before
+
+
+def test_a_lost_node_loses_only_the_visits_after_the_last_sync(installed):
+    t = Session()
+    before = count(t)
+    t.note("a client in the s3 pod visits app-python-0 every 0.1 s; each acknowledged visit is"
+           " printed with the total it answered")  # fmt: skip
+    client = subprocess.Popen(
+        ["kubectl", "-n", NAMESPACE, "exec", "deploy/s3", "--", "python", "-c", CLIENT],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(client.stdout), daemon=True)
+    reader.start()
+    until("100 acknowledged visits", lambda: len(lines) >= 100, timeout=120)
+    uid = get("pod", POD)["metadata"]["uid"]
+    processes = pod_processes(uid)
+    for pid in processes:  # the node stops: no process of the pod runs another instruction
+        os.kill(pid, signal.SIGSTOP)
+    frozen_at = time.time()
+    t.note(f"every process of {POD} stopped at once (SIGSTOP from the node): "
+           f"{', '.join(sorted(set(processes.values())))}; then the claim and the pod deleted,"
+           " the pod without a grace period: its processes are killed, never resumed")  # fmt: skip
+    assert "litestream" in processes.values() and len(processes) >= 3, processes
+    uid, volume = lose_pod_and_volume(t, graceful=False)
+    until("the client to stop", lambda: client.poll() is not None, timeout=60)
+    reader.join(timeout=10)
+    until("the frozen processes to be gone", lambda: not set(processes) & set(pod_processes(uid)))
+    until(f"a new {POD} on a new volume", lambda: replaced(uid, volume))
+    t.kubectl("get", f"pod/{POD}", f"pvc/{CLAIM}", "-o", "wide")
+    t.kubectl("logs", POD, "-c", "litestream-restore")
+    restored = count(t)
+    new_sidecar = get("pod", POD)["status"]["initContainerStatuses"][1]["state"]["running"]
+    sidecar_started = datetime.datetime.fromisoformat(new_sidecar["startedAt"]).timestamp()
+    objects = replica(t)
+
+    acks = [line.split() for line in lines if not line.startswith("failed")]
+    acked = [(float(at), int(total)) for at, total in acks]
+    last_at, last_total = acked[-1]
+    kept = [at for at, total in acked if total <= restored]
+    lost = last_total - restored
+    seconds = last_at - (kept[-1] if kept else acked[0][0])
+    t.note(
+        f"the client: {len(acked)} visits acknowledged, totals {acked[0][1]}..{last_total},"
+        f" the last {frozen_at - last_at:.2f} s before the freeze; then: {lines[-1].strip()}"
+    )
+    t.note(
+        f"restored: {restored}. Lost: {lost} acknowledged visits, the last {seconds:.2f} s"
+        " of counting"
+    )
+    # One more visit counts from the restored total, exactly.
+    page = t.kubectl("exec", POD, "-c", "app", "--", "python", "-c",
+                     "import urllib.request as u; print(u.urlopen('http://localhost:8000/')"
+                     ".read().decode())", record=False)  # fmt: skip
+    t.note(f"one more visit answers total {TOTAL.search(page).group(1)}")
+    t.save("rpo")
+    assert lines[-1].startswith("failed"), lines[-1]
+    assert before == 1200 and acked[0][1] == before + 1
+    assert [total for _, total in acked] == list(range(before + 1, last_total + 1))
+    # Nothing reached the replica between the freeze and the new pod's sidecar: no final sync.
+    assert not [key for at, key in objects if frozen_at < at < sidecar_started], objects
+    # The replica holds a prefix of what the pod committed: never more than the visits sent
+    # (the last one may have committed unacknowledged), never less than the graceful phase's.
+    assert before <= restored <= last_total + 1
+    assert TOTAL.search(page).group(1) == str(restored + 1)

@@ -2,9 +2,10 @@
 
 Targets, each on a server started as the image starts it (`manage.py serve`, gunicorn.conf.py):
 counting `GET /`, the no-database `GET /healthz` of the same server, the same counting page with
-VISITS_SQLITE_SYNCHRONOUS=FULL, and a naive file counter (bench/naive_app.py) under the same
-gunicorn settings. Writes bench/results/<date>.json, bench/results/<date>.svg and the results
-section of docs/performance.md.
+VISITS_SQLITE_SYNCHRONOUS=FULL, the counting page with Litestream replicating its database to a
+file replica (when scripts/litestream.sh has built it), and a naive file counter
+(bench/naive_app.py) under the same gunicorn settings. Writes bench/results/<date>.json,
+bench/results/<date>.svg and the results section of docs/performance.md.
 """
 
 import argparse
@@ -31,6 +32,8 @@ sys.path.insert(0, str(ROOT))  # tests/hostile.py and bench/login_flood.py
 from bench.login_flood import login_flood  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests.harness import APP_VERSION, Server, collectstatic  # noqa: E402
+from tests.litestream import VERSION as LITESTREAM_VERSION  # noqa: E402
+from tests.litestream import Replicator, litestream_binary  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
@@ -155,6 +158,62 @@ def hostile_round(server: Server, args: argparse.Namespace) -> dict:
     }
 
 
+# The chart's sidecar: Litestream's defaults, a sync (WAL -> LTX) and a shipment every second.
+REPLICATION_INTERVAL = "1s"
+REPLICATED = "GET / (counting, Litestream replicating)"
+
+
+def replica_catch_up(server: Server, replicator: Replicator, since: float, out: Path) -> float:
+    """Seconds from `since` (the load stopped) until a restore of the replica holds the
+    server's exact count (re-read each time: visits in flight when wrk stopped still land)."""
+    while replicator.restored_total(out) != counted(server):
+        if time.monotonic() - since > 120:
+            raise RuntimeError(
+                f"the replica has not caught up in 120 s:\n{replicator.log()[-2000:]}"
+            )
+    return round(time.monotonic() - since, 2)
+
+
+def replication_lag_round(
+    server: Server, replicator: Replicator, args: argparse.Namespace, out: Path
+) -> dict:
+    """A counting run with the replica restored about once a second meanwhile (not in the
+    throughput rounds: a restore costs CPU). Lag: how long the first visit missing from a
+    restore had been counted when that restore began (0 if none was missing)."""
+    timeline: list[tuple[float, int]] = []  # (time, the server's count)
+    lags: list[float] = []
+    peak_wal = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_wal
+        last_restore = 0.0
+        while not done.is_set():
+            timeline.append((time.monotonic(), counted(server)))
+            with contextlib.suppress(FileNotFoundError):
+                peak_wal = max(peak_wal, (server.data_dir / "db.sqlite3-wal").stat().st_size)
+            if time.monotonic() - last_restore >= 1:
+                last_restore = time.monotonic()
+                restored = replicator.restored_total(out)
+                if restored is not None:
+                    missing = [at for at, count in timeline if count > restored]
+                    lags.append(last_restore - missing[0] if missing else 0.0)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    wrk(server.url("/"), duration=args.duration, connections=args.connections, threads=args.threads)
+    done.set()
+    sampler.join()
+    return {
+        "lag_samples": len(lags),
+        "lag_p50_s": round(statistics.median(lags), 2),
+        "lag_max_s": round(max(lags), 2),
+        "lag_round_catch_up_s": replica_catch_up(server, replicator, time.monotonic(), out),
+        "peak_wal_mb": round(peak_wal / 2**20, 2),
+    }
+
+
 def chart_svg(rows: list[tuple[str, float]]) -> str:
     width, bar_height, label_width = 640, 26, 230
     peak = max(value for _, value in rows) or 1
@@ -205,12 +264,30 @@ def main() -> None:
         ("GET / naive file counter", "naive", "/", True),
         ("GET / synchronous=FULL", "site-full", "/", True),
     ]
-    runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
     facts: dict = {}
+    litestream = litestream_binary()
+    replicator = facts["replication"] = None
+    if litestream is None:
+        print("litestream is not built (bash scripts/litestream.sh): no replication round")
+    else:
+        servers["site-replicated"] = Server(work / "site-replicated", work / "site-r.log", {})
+        targets.insert(1, (REPLICATED, "site-replicated", "/", True))
+        replicator = Replicator(
+            litestream,
+            work / "site-replicated" / "db.sqlite3",
+            work / "replica",
+            work / "litestream.log",
+            interval=REPLICATION_INTERVAL,
+        )
+    restored = work / "restored.sqlite3"
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
     try:
         facts["cold_start_s"] = servers["site"].start().wait_ready().ready_after
         servers["site-full"].start().wait_ready()
         servers["naive"].start().wait_ready()
+        if replicator:
+            servers["site-replicated"].start().wait_ready()
+            replicator.start()
         for _label, name, path, _ in targets:  # warm up: imports, connections, page cache
             wrk(servers[name].url(path), duration=1, connections=args.connections, threads=1)
         peak = {"rss": 0}
@@ -228,15 +305,28 @@ def main() -> None:
                 server = servers[name]
                 before = counted(server) if counts else 0
                 cpu_before = cpu_seconds(server.process.pid)
+                if label == REPLICATED:
+                    replicator_cpu_before = cpu_seconds(replicator.process.pid)
                 result = wrk(
                     server.url(path),
                     duration=args.duration,
                     connections=args.connections,
                     threads=args.threads,
                 )
+                stopped = time.monotonic()
                 result["server_cpu_us_per_request"] = round(
                     (cpu_seconds(server.process.pid) - cpu_before) / result["requests"] * 1e6
                 )
+                if label == REPLICATED:
+                    # Millicores, like a container's CPU request and limit.
+                    result["replicator_cpu_millicores"] = round(
+                        (cpu_seconds(replicator.process.pid) - replicator_cpu_before)
+                        / (result["duration_us"] / 1e6)
+                        * 1000
+                    )
+                    result["replica_catch_up_s"] = replica_catch_up(
+                        server, replicator, stopped, restored
+                    )
                 if counts:
                     completed = result["requests"] - result["non_2xx"]
                     # The naive counter can go back to 0 (a torn read parses as no count).
@@ -247,6 +337,14 @@ def main() -> None:
                 print(f"round {round_number + 1}: {label}: {json.dumps(result)}", flush=True)
         sampling.set()
         sampler.join()
+        if replicator:
+            facts["replication"] = replication_lag_round(
+                servers["site-replicated"], replicator, args, restored
+            )
+            facts["replication"]["resnapshots"] = replicator.resnapshots()
+            facts["replication"]["errors_logged"] = replicator.log().count("level=ERROR")
+            facts["replication"]["interval"] = REPLICATION_INTERVAL
+            facts["replication"]["litestream"] = LITESTREAM_VERSION
         facts["hostile"] = hostile_round(servers["site"], args)
         facts["login_flood"] = login_flood(servers["site"].url(""), loops=30, seconds=args.duration)
         facts["login_flood_new_usernames"] = login_flood(
@@ -263,6 +361,8 @@ def main() -> None:
         facts["visits_after_restart"] = counted(servers["site"])
         facts["visits_before_restart"] = total
     finally:
+        if replicator:
+            replicator.stop()
         for server in servers.values():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -290,6 +390,15 @@ def main() -> None:
     facts["ratio_full_to_normal"] = round(
         summary["GET / synchronous=FULL"]["requests_per_s"] / counting, 3
     )
+    if REPLICATED in runs:
+        replicated = runs[REPLICATED]
+        facts["replication"] |= {
+            "ratio_to_counting": round(summary[REPLICATED]["requests_per_s"] / counting, 3),
+            "replicator_cpu_millicores": round(
+                statistics.median(r["replicator_cpu_millicores"] for r in replicated)
+            ),
+            "catch_up_s": [r["replica_catch_up_s"] for r in replicated],
+        }
     engine = next((e for e in ("podman", "docker") if shutil.which(e)), None)
     facts["image_layers"] = image_layers(engine, f"app-python:{APP_VERSION}")
     machine = {
@@ -314,6 +423,25 @@ def main() -> None:
     print(json.dumps({"summary": summary, "facts": facts}, indent=2))
     if not args.no_doc:
         write_doc(report, chart)
+
+
+def replication_line(replication: dict | None) -> str:
+    if replication is None:
+        return "- Litestream replication: not measured (not built: `bash scripts/litestream.sh`)"
+    catch_up = replication["catch_up_s"] + [replication["lag_round_catch_up_s"]]
+    return (
+        f"- Litestream {replication['litestream']} replicating to a file replica (sync and ship"
+        f" every {replication['interval']}, as the chart's sidecar): counting"
+        f" **{replication['ratio_to_counting']}** of counting without it; Litestream's own CPU"
+        f" {replication['replicator_cpu_millicores']} millicores; after the load stopped, a"
+        f" restore of the replica held the exact count within {max(catch_up)} s (median"
+        f" {statistics.median(catch_up)} s, {len(catch_up)} runs); during load the oldest visit"
+        f" missing from a restore was {replication['lag_p50_s']} s old (median of"
+        f" {replication['lag_samples']} restores), {replication['lag_max_s']} s at most; WAL at"
+        f" most {replication['peak_wal_mb']} MB; {replication['resnapshots']} full snapshots"
+        f" forced by a WAL changed behind Litestream's back, {replication['errors_logged']}"
+        " errors logged"
+    )
 
 
 def write_doc(report: dict, chart: Path) -> None:
@@ -370,6 +498,7 @@ def write_doc(report: dict, chart: Path) -> None:
                 (", a new username each try", facts["login_flood_new_usernames"]),
             )
         ),
+        replication_line(facts["replication"]),
         f"- peak RSS of the whole server (master + workers) under load: {facts['peak_rss_mb']} MB",
         f"- image layers on top of the base: {layer_text}",
         "",

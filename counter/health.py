@@ -7,8 +7,8 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from counter import process
-from counter.visits import CounterMissingError
-from counter.visits_file import visits_file_path, visits_file_sync
+from counter.visits import CounterMissingError, CountingStoppedError
+from counter.visits_file import CountBackwardsError, visits_file_path, visits_file_sync
 
 
 def readiness_problem() -> str | None:
@@ -20,6 +20,8 @@ def readiness_problem() -> str | None:
     """
     owner = process.state
     try:
+        if owner.data_files_problem is not None:
+            raise CountingStoppedError(owner.data_files_problem)
         if not owner.migrations_applied:
             executor = MigrationExecutor(connection)
             if executor.migration_plan(executor.loader.graph.leaf_nodes()):
@@ -28,9 +30,13 @@ def readiness_problem() -> str | None:
         if not os.access(settings.VISITS_DATA_DIR, os.W_OK):
             return f"data directory {settings.VISITS_DATA_DIR} is not writable"
         visits_file_sync()
+    except CountingStoppedError as error:  # found here by opening a connection, or before
+        return f"counting stopped: {error}; restart the pod"
     except (DatabaseError, CounterMissingError) as error:
         connection.close()
         return f"database unavailable: {error}"
     except OSError as error:
         return f"cannot write the visits file {visits_file_path()}: {error}"
+    except CountBackwardsError as error:
+        return str(error)
     return None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
     from gevent.lock import BoundedSemaphore
@@ -31,6 +32,9 @@ class ProcessState:
     writer_lock: FileLock | None = None  # counter/visits.py: the data directory's writer lock
     writer_lock_dir: object = None  # the VISITS_DATA_DIR it was opened for
     migrations_applied: bool = False  # counter/health.py: once true, stays true
+    data_files_problem: str | None = None  # counter/data_files.py: set once, counting stops
+    anchor: sqlite3.Connection | None = None  # counter/data_files.py: open for the lifetime
+    anchor_files: tuple = ()  # (st_dev, st_ino) of the database, WAL and index it opened
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
     password_checks: BoundedSemaphore | None = None  # counter/login_throttle.py, gevent only
 
@@ -38,6 +42,8 @@ class ProcessState:
         """Release the open file and the idle threads (a test's state, once the test is done)."""
         if self.writer_lock is not None:
             self.writer_lock.close()
+        if self.anchor is not None:
+            self.anchor.close()
         if self.peer_pool is not None:
             self.peer_pool.shutdown(wait=False)
 

@@ -17,6 +17,7 @@ import datetime
 import os
 import sqlite3
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,19 +35,25 @@ class SnapshotError(RuntimeError):
 
 
 def _database_path() -> Path:
-    return Path(settings.DATABASES["default"]["NAME"])
+    return Path(settings.VISITS_DATABASE)
 
 
-def snapshot_write(target: Path) -> None:
-    """A consistent copy of this pod's database at `target` (replaced atomically)."""
+def snapshot_write(target: Path, *, source: sqlite3.Connection | None = None) -> None:
+    """A consistent copy of this pod's database at `target` (replaced atomically), read through
+    `source` (an open connection) or a new connection."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with (
-            contextlib.closing(sqlite3.connect(_database_path(), timeout=5)) as source,
-            contextlib.closing(sqlite3.connect(tmp)) as copy,
-        ):
+        with contextlib.ExitStack() as stack:
+            if source is None:
+                # mode=rw: never create an empty database where one went missing.
+                uri = f"file:{urllib.parse.quote(str(_database_path()))}?mode=rw"
+                source = sqlite3.connect(uri, uri=True, timeout=5)
+                stack.callback(source.close)
+            copy = stack.enter_context(contextlib.closing(sqlite3.connect(tmp)))
             source.backup(copy)
+            # One self-contained file: no -wal or -shm beside it when it is opened later.
+            copy.execute("PRAGMA journal_mode=DELETE")
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 
 from counter import process
 from counter.locks import FileLock, sqlite_retry
@@ -42,6 +42,11 @@ class CounterMissingError(RuntimeError):
     """The counter row does not exist: `manage.py prepare` has not run on this database."""
 
 
+class CountingStoppedError(DatabaseError):
+    """This process stopped counting: a database file it uses was deleted or replaced
+    (counter/data_files.py). A DatabaseError, so a visit answers 503."""
+
+
 @dataclass(frozen=True)
 class VisitTally:
     total: int
@@ -52,9 +57,11 @@ def data_path(name: str) -> Path:
     return Path(settings.VISITS_DATA_DIR) / name
 
 
-def _writer_lock_for_data_dir() -> FileLock:
-    """This process's writer lock for the data directory (tests change the directory). The
-    directory is compared by identity: building and comparing paths cost more than the lock."""
+def visits_writer_lock() -> FileLock:
+    """This process's lock on the data directory's writer lock file: one writer at a time in the
+    pod. Opened once per directory (tests change it), compared by identity: building and
+    comparing paths cost more than the lock. Open no connection while holding it (a new
+    connection may have to take it: counter/data_files.py)."""
     owner = process.state
     directory = settings.VISITS_DATA_DIR
     if owner.writer_lock is None or owner.writer_lock_dir is not directory:
@@ -76,7 +83,11 @@ def visit_record(*, day: date) -> VisitTally:
     """
     db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not three
     db.ensure_connection()
-    with db.wrap_database_errors, _writer_lock_for_data_dir():
+    with db.wrap_database_errors, visits_writer_lock():
+        # Under the lock: a rescue (counter/data_files.py) holds it too, so a visit is either
+        # in its copy or refused.
+        if process.state.data_files_problem is not None:
+            raise CountingStoppedError(process.state.data_files_problem)
         today, total_before = sqlite_retry(
             lambda: db.connection.execute(_VISIT, (day.isoformat(),)).fetchone()
         )

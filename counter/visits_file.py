@@ -15,11 +15,13 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from counter import process
 from counter.locks import FileLock
 from counter.visits import MAX_COUNT, CounterMissingError, visits_total
 
@@ -59,9 +61,16 @@ def file_replace(path: Path, text: str) -> None:
         raise
 
 
-def visits_file_sync() -> int:
+class CountBackwardsError(RuntimeError):
+    """The database counts fewer visits than the visits file says: it lost acknowledged ones."""
+
+
+def visits_file_sync(*, backwards_ok: bool = False) -> int:
     """Make the visits file hold the database's total; return that total.
 
+    A total below the file's is refused with CountBackwardsError, the file left as it is: the
+    file only ever follows the database, so the database lost visits (its WAL deleted, an older
+    copy put in its place). Only `prepare` passes `backwards_ok`, after its own check.
     Raises OSError when the file cannot be written (a directory in its place, no permission,
     disk full), DatabaseError or CounterMissingError when the total cannot be read.
     """
@@ -74,6 +83,11 @@ def visits_file_sync() -> int:
                 current = visits_file_read(path)
             except (ValueError, IsADirectoryError):
                 current = None
+            if current is not None and total < current and not backwards_ok:
+                raise CountBackwardsError(
+                    f"the database counts {total} visits, fewer than the {current} of the visits"
+                    f" file {path}: it lost visits (was a database file deleted or replaced?)"
+                )
             if current != total:
                 file_replace(path, f"{total}\n")
             return total
@@ -83,17 +97,24 @@ def visits_file_sync() -> int:
 
 class FileKeeper:
     """Syncs the visits file every `period` seconds, in a daemon thread (a greenlet in a gevent
-    worker) of this process. A failure is logged once, when it starts, and again when it ends."""
+    worker) of this process, after `watch` (the check of counter/data_files.py). A failure is
+    logged once, when it starts, and again when it ends. Once this process stopped counting, it
+    leaves the file alone: what it reads may be a database that lost visits."""
 
-    def __init__(self, period: float = PERIOD) -> None:
+    def __init__(self, period: float = PERIOD, watch: Callable[[], None] | None = None) -> None:
         self.period = period
+        self.watch = watch
         self.problem: str | None = None
         self._stopped = threading.Event()
 
     def check(self) -> None:
+        if self.watch is not None:
+            self.watch()
+        if process.state.data_files_problem is not None:
+            return
         try:
             visits_file_sync()
-        except (DatabaseError, OSError, CounterMissingError) as error:
+        except (DatabaseError, OSError, CounterMissingError, CountBackwardsError) as error:
             connection.close()  # a fresh one next time, once the cause is gone
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error

@@ -3,6 +3,7 @@ free ports, HTTP requests, collected static files and the app's version."""
 
 import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,9 +29,21 @@ def collectstatic() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's range for client ports: a client connecting to a port in
+    that range while nothing listens can be given that same port and connect to itself, and
+    then hold it, so a server restarting on it cannot bind (seen here as BadStatusLine)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:  # not Linux
+        low = 32768
+    for port in random.sample(range(10000, low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port between 10000 and {low}")
 
 
 def http_request(

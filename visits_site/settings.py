@@ -7,6 +7,7 @@ Kubernetes downward API. The README's configuration table lists every variable.
 import os
 import socket
 import tomllib
+import urllib.parse
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,6 +47,11 @@ APP_VERSION = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"
 POD_NAME = os.environ.get("POD_NAME") or socket.gethostname()
 POD_IP = os.environ.get("POD_IP", "")  # downward API: which headless-Service address is this pod
 VISITS_DATA_DIR = Path(os.environ.get("VISITS_DATA_DIR", BASE_DIR / "data")).absolute()
+VISITS_DATABASE = VISITS_DATA_DIR / "db.sqlite3"
+# `serve` starts gunicorn with this set, once `prepare` has made the database: the server's
+# connections then open an existing file only, so a database deleted under a running server is
+# not re-created empty beside the one its older connections still use (counter/data_files.py).
+VISITS_DATABASE_MUST_EXIST = _env_flag("VISITS_DATABASE_MUST_EXIST")
 
 # NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
 # power loss or kernel crash can roll back the last commits. FULL adds an fsync per visit.
@@ -128,8 +134,12 @@ TEMPLATES = [
 
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VISITS_DATA_DIR / "db.sqlite3",
+        "ENGINE": "counter.sqlite",  # Django's, checking the files first (data_files.py)
+        "NAME": (
+            f"file:{urllib.parse.quote(str(VISITS_DATABASE))}?mode=rw"
+            if VISITS_DATABASE_MUST_EXIST
+            else VISITS_DATABASE
+        ),
         # Persistent connections: one per worker thread, opened after gunicorn forks.
         "CONN_MAX_AGE": None,
         "OPTIONS": {

@@ -1,14 +1,13 @@
-from pathlib import Path
-
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
 from counter.admin_user import AdminUserError, admin_user_ensure
+from counter.data_files import data_files_stopped_clear
 from counter.snapshots import SnapshotError, snapshot_apply_staged
 from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
-from counter.visits_file import visits_file_sync
+from counter.visits_file import CountBackwardsError, visits_file_path, visits_file_sync
 
 
 class Command(BaseCommand):
@@ -22,19 +21,30 @@ class Command(BaseCommand):
         try:
             data_dir_check()
             restored = snapshot_apply_staged()
-            database_check(path=Path(settings.DATABASES["default"]["NAME"]))
+            stopped = data_files_stopped_clear()
+            database_check(path=settings.VISITS_DATABASE)
             call_command("migrate", interactive=False, verbosity=0)
             adopted = counter_initialize()
-            total = visits_file_sync()
+            # A staged snapshot may go back in time on purpose; otherwise a count below the
+            # visits file's means the database lost acknowledged visits (data_files.py).
+            total = visits_file_sync(backwards_ok=restored is not None)
             admin = admin_user_ensure(
                 username=settings.VISITS_ADMIN_USERNAME,
                 password_hash=settings.VISITS_ADMIN_PASSWORD_HASH,
                 password=settings.VISITS_ADMIN_PASSWORD,
             )
+        except CountBackwardsError as error:
+            raise CommandError(
+                f"cannot start: {error}. Refusing to serve a count that went backwards: restore"
+                " a snapshot that has those visits (manage.py restore), or accept the loss by"
+                f" deleting {visits_file_path()} and starting again."
+            ) from error
         except (DataDirError, SnapshotError, AdminUserError, DatabaseError, OSError) as error:
             raise CommandError(f"cannot start: {error}") from error
         finally:
             connections.close_all()
+        if stopped is not None:
+            self.stdout.write(f"counting had stopped ({stopped}); it starts again")
         if restored is not None:
             total_restored, kept = restored
             self.stdout.write(

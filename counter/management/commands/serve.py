@@ -22,7 +22,8 @@ class Command(BaseCommand):
         sys.stdout.flush()
         sys.stderr.flush()
         config = str(settings.BASE_DIR / "gunicorn.conf.py")
-        os.execv(
+        os.execve(
             sys.executable,
             [sys.executable, "-m", "gunicorn", "--config", config, "visits_site.wsgi"],
+            {**os.environ, "VISITS_DATABASE_MUST_EXIST": "1"},  # prepare made it (settings.py)
         )

@@ -1,0 +1,182 @@
+"""The database's files deleted or replaced under a running server, by an operator's mistake.
+
+A process keeps using the files it opened: delete `db.sqlite3-wal` and its connections go on
+writing the deleted file, while a connection opened afterwards finds no WAL, makes a new one,
+and can reset the shared index to it: every connection then sees the database without the
+visits that were in the WAL, and once the old connections close, those visits are gone.
+
+So each worker process keeps one connection of its own, the anchor, open for its lifetime, and
+remembers which files it opened. Before any new connection opens (counter/sqlite/base.py),
+`stat` checks that the database, its WAL and its index at their paths are still those; at every
+tick of the FileKeeper (counter/visits_file.py), every descriptor the process holds on them is
+checked against its path too. When one was deleted or replaced, the process
+
+- stops counting and opens no new connection (a visit answers 503), and /readyz says why, so
+  nothing more goes into a file that is about to be lost;
+- saves what the anchor still reads, through SQLite's backup API, and stages that copy as
+  `restore.sqlite3` when it holds at least the count of the visits file, so the next start
+  applies it (counter/snapshots.py); a smaller copy is kept aside, never staged;
+- writes why in `counting-stopped` beside the database, so a worker started later (one that
+  replaces a crashed one) stops too, and opens nothing; `prepare` removes it at the next start;
+- logs what happened and what to do: restart the pod.
+
+What each case keeps is measured by tests/test_data_files.py and written in docs/kubernetes.md.
+"""
+
+import contextlib
+import datetime
+import logging
+import os
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from counter import process
+from counter.snapshots import STAGED, SnapshotError, snapshot_check, snapshot_write
+from counter.visits import CountingStoppedError, visits_writer_lock
+from counter.visits_file import file_replace, visits_file_path, visits_file_read
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = ("", "-wal", "-shm")
+STOPPED = "counting-stopped"  # beside the database: why, for every worker (and a new one)
+
+
+def _database() -> str:
+    return os.path.realpath(settings.VISITS_DATABASE)  # as /proc/self/fd shows it
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _files() -> tuple:
+    database = _database()
+    return tuple(_identity(f"{database}{suffix}") for suffix in SUFFIXES)
+
+
+def data_files_changed() -> str | None:
+    """Which database file this process holds open is no longer the file at its path, if any.
+
+    Reads /proc/self/fd (Linux): elsewhere there is nothing to check and this says None. It
+    runs without yielding to another greenlet, so no descriptor is closed and reused meanwhile.
+    """
+    database = _database()
+    names = {f"{database}{suffix}" for suffix in SUFFIXES}
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return None
+    for entry in os.listdir(fd_dir):
+        try:
+            name = os.readlink(fd_dir / entry).removesuffix(" (deleted)")
+            if name not in names:
+                continue
+            held = os.fstat(int(entry))
+        except OSError:  # closed meanwhile, or listdir's own descriptor
+            continue
+        if _identity(name) != (held.st_dev, held.st_ino):
+            # A WAL deleted is soon made again by SQLite: the two cases look the same here.
+            return f"{Path(name).name} was deleted or replaced under the running server"
+    return None
+
+
+def data_files_anchor() -> None:
+    """Open this process's anchor connection, if it has none, and remember its files."""
+    owner = process.state
+    if owner.anchor is not None or not settings.VISITS_DATABASE_MUST_EXIST:
+        return
+    with contextlib.suppress(FileNotFoundError):  # a worker started after a rescue opens nothing
+        owner.data_files_problem = (Path(settings.VISITS_DATA_DIR) / STOPPED).read_text().strip()
+        return
+    uri = f"file:{urllib.parse.quote(_database())}?mode=rw"
+    anchor = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
+    anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+    owner.anchor_files = _files()
+    owner.anchor = anchor
+
+
+def data_files_guard() -> None:
+    """Before a new connection opens: refuse it once counting stopped, or when the files at the
+    paths are not the anchor's (and then stop counting). Three `stat`s when nothing changed."""
+    owner = process.state
+    if owner.data_files_problem is None and owner.anchor and _files() != owner.anchor_files:
+        data_files_rescue(data_files_changed() or "the database's files were changed")
+    if owner.data_files_problem is not None:
+        raise CountingStoppedError(owner.data_files_problem)
+
+
+def data_files_watch() -> None:
+    """One check, from the FileKeeper: rescue once when a file is found changed."""
+    if process.state.data_files_problem is not None:
+        return
+    data_files_anchor()
+    problem = data_files_changed()
+    if problem is not None:
+        data_files_rescue(problem)
+
+
+def data_files_rescue(problem: str) -> None:
+    """Stop counting in this process, save what its anchor still reads, and say what to do.
+
+    Under the writer lock: every visit of this process is in the copy or refused, and a later
+    rescue (another worker's, which also saw its own last visits) only replaces a smaller copy.
+    """
+    owner = process.state
+    database = Path(settings.VISITS_DATABASE)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    copy = database.with_name(f"{database.name}.rescued-{stamp}-{os.getpid()}")
+    staged = database.with_name(STAGED)
+    try:
+        with visits_writer_lock():
+            if owner.data_files_problem is not None:  # another greenlet's rescue came first
+                return
+            owner.data_files_problem = problem
+            file_replace(Path(settings.VISITS_DATA_DIR) / STOPPED, f"{problem}\n")
+            if owner.anchor is None:
+                raise DatabaseError("this process had no connection open before")
+            snapshot_write(copy, source=owner.anchor)
+            rescued = snapshot_check(copy)
+            known = visits_file_read(visits_file_path()) or 0
+            already = None
+            with contextlib.suppress(SnapshotError):
+                already = snapshot_check(staged) if staged.exists() else None
+            if rescued < known:
+                saved = (
+                    f"it could read only {rescued} of the {known} visits the visits file"
+                    f" records, kept in {copy} (not staged)"
+                )
+            elif already is not None and already >= rescued:
+                os.unlink(copy)
+                saved = f"{staged} already holds {already} visits"
+            else:
+                os.replace(copy, staged)
+                saved = f"the {rescued} visits it could still read are staged in {staged}"
+    except (DatabaseError, sqlite3.DatabaseError, SnapshotError, OSError, ValueError) as error:
+        owner.data_files_problem = problem
+        saved = f"nothing could be saved ({error})"
+    logger.error(
+        "%s. This process stopped counting so that no visit goes into a lost file; %s."
+        " Restart the pod (kubectl delete pod %s): the next start applies a staged copy, and"
+        " refuses a database whose count is below the visits file (docs/kubernetes.md).",
+        problem,
+        saved,
+        settings.POD_NAME,
+    )
+
+
+def data_files_stopped_clear() -> str | None:
+    """At start (`prepare`): why counting had stopped, if it had; it starts again."""
+    marker = Path(settings.VISITS_DATA_DIR) / STOPPED
+    try:
+        reason = marker.read_text().strip()
+    except FileNotFoundError:
+        return None
+    marker.unlink()
+    return reason

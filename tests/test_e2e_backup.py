@@ -235,9 +235,10 @@ def hard_loss(t: Session, n: int) -> dict:
     for pid in processes:  # the node stops: no process of the pod runs another instruction
         os.kill(pid, signal.SIGSTOP)
     frozen_at = time.time()
+    acknowledged = sum(1 for line in list(lines) if not line.startswith("failed"))
     at_freeze = level0(replica(Session(), record=False))
     names = ", ".join(sorted(set(processes.values())))
-    t.note(f"round {n}: after {len(lines)} acknowledged visits, every process of {POD} stopped"
+    t.note(f"round {n}: after {acknowledged} acknowledged visits, every process of {POD} stopped"
            f" at once (SIGSTOP from the node: {names}); the replica's last sync then: TXID"
            f" {max(at_freeze):#x}")  # fmt: skip
     assert "litestream" in processes.values() and len(processes) >= 3, processes

@@ -244,6 +244,48 @@ def test_a_snapshot_of_one_pod_restored_into_another(deployed, tmp_path):
     assert after == {**before, "app-python-2": before["app-python-0"]}
 
 
+COUNT_300 = (
+    "import urllib.request as u\n"
+    "for _ in range(300): u.urlopen('http://localhost:8000/').read()\n"
+    "print('300 visits answered')"
+)
+READ_READYZ = (
+    "import urllib.request as u, urllib.error as e\n"
+    "try: r = u.urlopen('http://localhost:8000/readyz')\n"
+    "except e.HTTPError as error: r = error\n"
+    "print(r.status, r.read().decode(), end='')"
+)
+
+
+def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
+    """The careless operator of issue 15: the WAL deleted under a pod that counts. The pod
+    stops counting and goes unready, and the restart the log asks for keeps every visit."""
+    t = Transcript()
+    before = counts(Transcript())
+    pod_python(t, "app-python-1", COUNT_300)
+    t.kubectl("exec", "app-python-1", "--", "rm", "/app/data/db.sqlite3-wal")
+    until("app-python-1 unready", lambda: "app-python-1" not in ready_pods(), timeout=60)
+    answer = pod_python(t, "app-python-1", READ_READYZ)
+    t.kubectl("get", "pod", "app-python-1")
+    log = Transcript().kubectl("logs", "app-python-1", record=False)
+    found = [line for line in log.splitlines() if "counter.data_files" in line]
+    t.lines.append(f"$ kubectl logs app-python-1 | grep counter.data_files\n{found[0]}\n")
+    uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
+    t.kubectl("delete", "pod", "app-python-1")
+    until("a new app-python-1", lambda: "app-python-1" in ready_pods()
+          and kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
+    after = counts(t)
+    restarted = Transcript().kubectl("logs", "app-python-1", record=False)
+    t.save("careless-operator")
+    assert answer == (
+        "503 not ready: counting stopped: db.sqlite3-wal was deleted or replaced under the"
+        " running server; restart the pod\n"
+    )
+    assert "Restart the pod (kubectl delete pod app-python-1)" in found[0]
+    assert after == {**before, "app-python-1": before["app-python-1"] + 300}
+    assert "counting had stopped (db.sqlite3-wal was deleted or replaced" in restarted
+
+
 def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:
     pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
     times = {}

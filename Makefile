@@ -74,7 +74,8 @@ OVERLAY ?= k8s/overlays/local
 k8s-apply: k8s/base/secret.env
 	kubectl apply -k $(OVERLAY)
 
-# Throughput, latency, lost visits, start-up and memory of the production server (needs wrk).
+# Throughput, latency, lost visits, start-up and memory of the production server (needs wrk);
+# with Litestream beside it too, once `make litestream` has built it (else skipped, saying so).
 bench: $(BIN)/activate
 	$(BIN)/python bench/run.py
 

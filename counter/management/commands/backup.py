@@ -1,4 +1,5 @@
 import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -30,5 +31,7 @@ class Command(BaseCommand):
                 with snapshot.open("rb") as data:
                     shutil.copyfileobj(data, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
+        except sqlite3.Error as error:  # mode=rw: a missing database is not made empty
+            raise CommandError(f"cannot read {settings.VISITS_DATABASE}: {error}") from error
         except OSError as error:
             raise CommandError(f"cannot write the snapshot: {error}") from error

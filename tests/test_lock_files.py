@@ -17,7 +17,10 @@ def pins(text: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("name", ["requirements", "requirements-dev", "requirements-checks"])
+@pytest.mark.parametrize(
+    "name",
+    ["requirements", "requirements-dev", "requirements-checks", "e2e/moto/requirements"],
+)
 def test_every_requirement_is_locked_at_its_version_with_hashes(name):
     wanted = pins((ROOT / f"{name}.txt").read_text())
     if name == "requirements-dev":
@@ -36,3 +39,5 @@ def test_the_image_and_ci_install_from_the_locks():
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes -r requirements-dev.lock" in makefile
     assert "--require-hashes -r requirements-checks.lock" in makefile
+    moto = (ROOT / "e2e" / "moto" / "Dockerfile").read_text()
+    assert "--require-hashes -r /tmp/requirements.lock" in moto

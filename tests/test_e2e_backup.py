@@ -290,3 +290,48 @@ def test_a_lost_node_loses_only_the_visits_after_the_last_sync(installed):
            f"{[r['lost'] for r in rounds]}; seconds of counting lost: "
            f"{[round(r['seconds'], 2) for r in rounds]}")  # fmt: skip
     t.save("rpo")
+
+
+def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed, tmp_path):
+    """`manage.py restore` into a pod whose sidecar replicates: the restart applies the snapshot
+    while Litestream already holds the old database open. The replica must follow the restored
+    database: a later loss of pod and volume brings back the restored count plus what came
+    after it, not the old database's."""
+    t = Session()
+    snapshot = tmp_path / "snapshot.sqlite3"
+    backup = ["kubectl", "-n", NAMESPACE, "exec", POD, "-c", "app", "--",
+              "python", "manage.py", "backup"]  # fmt: skip
+    with snapshot.open("wb") as out:
+        result = subprocess.run(backup, stdout=out, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr
+    t.lines.append(f"$ {' '.join(backup)} > snapshot.sqlite3\n{result.stderr}")
+    taken = count(t)
+    visit = "import urllib.request as u\nfor _ in range(50): u.urlopen('http://localhost:8000/')"
+    t.note("50 visits after the snapshot, then the snapshot restored")
+    t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
+    restore = ["kubectl", "-n", NAMESPACE, "exec", "-i", POD, "-c", "app", "--",
+               "python", "manage.py", "restore", "-"]  # fmt: skip
+    with snapshot.open("rb") as source:
+        result = subprocess.run(restore, stdin=source, capture_output=True, text=True)
+    t.lines.append(f"$ {' '.join(restore)} < snapshot.sqlite3\n{result.stdout}{result.stderr}")
+    assert result.returncode == 0, result.stderr
+    uid = get("pod", POD)["metadata"]["uid"]
+    t.kubectl("delete", "pod", POD)
+    until(f"a new {POD}", lambda: ready(POD) and get("pod", POD)["metadata"]["uid"] != uid)
+    restored = count(t)
+    t.note("20 visits after the restore, then the pod and its claim lost (gracefully)")
+    visit = visit.replace("range(50)", "range(20)")
+    t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
+    before_loss = count(t)
+    t.note("the sidecar's log since the restart that applied the snapshot")
+    t.kubectl("logs", POD, "-c", "litestream")
+    uid, volume = lose_pod_and_volume(t, graceful=True)
+    until(f"a new {POD} on a new volume", lambda: replaced(uid, volume))
+    restore_exit(t)
+    after_loss = count(t)
+    sidecar_log = Session().kubectl("logs", POD, "-c", "litestream", record=False)
+    t.save("snapshot")
+    assert restored == taken
+    assert before_loss == taken + 20
+    assert after_loss == before_loss
+    assert "error" not in sidecar_log.lower(), sidecar_log

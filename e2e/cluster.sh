@@ -33,7 +33,7 @@ POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
 CONTAINERD_SOCK=$RUN/containerd.sock
-PV_COUNT=14                 # data-app-python-0..2 in two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 5 for the backup test (one pod, its volume lost four times)
+PV_COUNT=16                 # data-app-python-0..2 in two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 6 for the backup test (one pod, its volume lost five times), one spare
 export PATH=$BIN:/usr/sbin:/sbin:$PATH
 export KUBECONFIG=$DIR/kubeconfig
 

@@ -28,14 +28,19 @@ import datetime
 import logging
 import os
 import sqlite3
-import urllib.parse
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError
 
 from counter import process
-from counter.snapshots import STAGED, SnapshotError, snapshot_check, snapshot_write
+from counter.snapshots import (
+    STAGED,
+    SnapshotError,
+    database_connect,
+    snapshot_check,
+    snapshot_write,
+)
 from counter.visits import CountingStoppedError, visits_writer_lock
 from counter.visits_file import file_replace, visits_file_path, visits_file_read
 
@@ -95,8 +100,7 @@ def data_files_anchor() -> None:
     with contextlib.suppress(FileNotFoundError):  # a worker started after a rescue opens nothing
         owner.data_files_problem = (Path(settings.VISITS_DATA_DIR) / STOPPED).read_text().strip()
         return
-    uri = f"file:{urllib.parse.quote(_database())}?mode=rw"
-    anchor = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
+    anchor = database_connect()
     anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
     owner.anchor_files = _files()
     owner.anchor = anchor
@@ -106,7 +110,8 @@ def data_files_guard() -> None:
     """Before a new connection opens: refuse it once counting stopped, or when the files at the
     paths are not the anchor's (and then stop counting). Three `stat`s when nothing changed."""
     owner = process.state
-    if owner.data_files_problem is None and owner.anchor and _files() != owner.anchor_files:
+    unchanged = owner.anchor is None or _files() == owner.anchor_files
+    if owner.data_files_problem is None and not unchanged:
         data_files_rescue(data_files_changed() or "the database's files were changed")
     if owner.data_files_problem is not None:
         raise CountingStoppedError(owner.data_files_problem)

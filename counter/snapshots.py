@@ -38,6 +38,13 @@ def _database_path() -> Path:
     return Path(settings.VISITS_DATABASE)
 
 
+def database_connect() -> sqlite3.Connection:
+    """This pod's database, opened only if it exists (mode=rw): a missing one is never made
+    empty, which would also cost a running server the visits in its WAL (data_files.py)."""
+    uri = f"file:{urllib.parse.quote(str(_database_path()))}?mode=rw"
+    return sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
+
+
 def snapshot_write(target: Path, *, source: sqlite3.Connection | None = None) -> None:
     """A consistent copy of this pod's database at `target` (replaced atomically), read through
     `source` (an open connection) or a new connection."""
@@ -46,9 +53,7 @@ def snapshot_write(target: Path, *, source: sqlite3.Connection | None = None) ->
     try:
         with contextlib.ExitStack() as stack:
             if source is None:
-                # mode=rw: never create an empty database where one went missing.
-                uri = f"file:{urllib.parse.quote(str(_database_path()))}?mode=rw"
-                source = sqlite3.connect(uri, uri=True, timeout=5)
+                source = database_connect()
                 stack.callback(source.close)
             copy = stack.enter_context(contextlib.closing(sqlite3.connect(tmp)))
             source.backup(copy)

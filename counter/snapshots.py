@@ -7,9 +7,14 @@ while the server keeps counting (in WAL mode a reader does not stop the writers)
 Replacing the database under a running server is not safe: its open connections would go on
 writing the old file and its WAL. So `restore` only checks a snapshot and stages it as
 `restore.sqlite3` beside the database; `prepare` applies a staged snapshot at the next start,
-before any worker opens the database, keeping the replaced database (and its WAL) aside. On
+before any worker opens the database, keeping a copy of the replaced database aside. On
 Kubernetes: `kubectl exec -i POD -- python manage.py restore - < FILE`, then
 `kubectl delete pod POD`.
+
+The snapshot is written into the database file, as one SQLite transaction, not renamed over it:
+a replicator that already has the database open (the Litestream sidecar starts before the app)
+sees an ordinary write and replicates the restored state. Renamed over, the file it holds would
+no longer be the database, and it could go on replicating the replaced one.
 """
 
 import contextlib
@@ -114,9 +119,10 @@ def snapshot_stage(source: BinaryIO) -> int:
     return total
 
 
-def snapshot_apply_staged() -> tuple[int, Path] | None:
-    """At start, before anything opens the database: replace it with a staged snapshot, if
-    there is one. Returns the restored total and where the replaced database was kept."""
+def snapshot_apply_staged() -> tuple[int, list[Path]] | None:
+    """At start, before the server opens the database: write a staged snapshot into it, if
+    there is one. Returns the restored total and what was kept aside (a copy of the replaced
+    database; a WAL left by a deleted database)."""
     staged = Path(settings.VISITS_DATA_DIR) / STAGED
     if not staged.exists():
         return None
@@ -124,9 +130,28 @@ def snapshot_apply_staged() -> tuple[int, Path] | None:
     database = _database_path()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = database.with_name(f"{database.name}.replaced-{stamp}")
-    for suffix in ("", "-wal", "-shm"):  # the WAL may hold committed visits: keep it with it
-        current = Path(f"{database}{suffix}")
-        if current.exists():
-            os.replace(current, f"{kept}{suffix}")
+    if database.exists():
+        with contextlib.closing(database_connect()) as live:
+            snapshot_write(kept, source=live)  # with what its WAL holds
+            with contextlib.closing(sqlite3.connect(staged)) as snapshot:
+                _page_size_match(snapshot, live)
+                snapshot.backup(live)
+        staged.unlink()
+        return total, [kept]
+    # Nothing can have open a database that is not there: the snapshot moves in. A WAL and
+    # index left by a deleted database must not be read as the snapshot's; they are kept.
+    left = [Path(f"{database}{suffix}") for suffix in ("-wal", "-shm")]
+    moved = [path.replace(f"{kept}{path.name[len(database.name):]}") for path in left
+             if path.exists()]  # fmt: skip
     os.replace(staged, database)
-    return total, kept
+    return total, moved
+
+
+def _page_size_match(snapshot: sqlite3.Connection, live: sqlite3.Connection) -> None:
+    """SQLite copies into a database in WAL mode only at its own page size: a snapshot of
+    another page size (an older version's) is rebuilt at the database's first."""
+    snapshot.execute("PRAGMA journal_mode=DELETE")  # a staged file may be in WAL mode
+    (size,) = live.execute("PRAGMA page_size").fetchone()
+    if snapshot.execute("PRAGMA page_size").fetchone()[0] != size:
+        snapshot.execute(f"PRAGMA page_size={int(size)}")
+        snapshot.execute("VACUUM")

@@ -294,7 +294,7 @@ def test_a_lost_node_loses_only_the_visits_after_the_last_sync(installed):
 
 def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed, tmp_path):
     """`manage.py restore` into a pod whose sidecar replicates: the restart applies the snapshot
-    while Litestream already holds the old database open. The replica must follow the restored
+    while Litestream already holds the database open. The replica must follow the restored
     database: a later loss of pod and volume brings back the restored count plus what came
     after it, not the old database's."""
     t = Session()
@@ -324,7 +324,7 @@ def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed,
     t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
     before_loss = count(t)
     t.note("the sidecar's log since the restart that applied the snapshot")
-    t.kubectl("logs", POD, "-c", "litestream")
+    restart_log = t.kubectl("logs", POD, "-c", "litestream")
     uid, volume = lose_pod_and_volume(t, graceful=True)
     until(f"a new {POD} on a new volume", lambda: replaced(uid, volume))
     restore_exit(t)
@@ -334,4 +334,6 @@ def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed,
     assert restored == taken
     assert before_loss == taken + 20
     assert after_loss == before_loss
+    # The snapshot was written into the database the sidecar had open: an ordinary write to it.
+    assert "error" not in restart_log.lower(), restart_log
     assert "error" not in sidecar_log.lower(), sidecar_log

@@ -48,7 +48,8 @@ class Command(BaseCommand):
         if restored is not None:
             total_restored, kept = restored
             self.stdout.write(
-                f"restored a snapshot of {total_restored} visits; the replaced database is {kept}"
+                f"restored a snapshot of {total_restored} visits; kept aside:"
+                f" {', '.join(map(str, kept)) or 'nothing (there was no database)'}"
             )
         if adopted is not None:
             self.stdout.write(f"adopted the count {adopted} from a visits file of an older version")

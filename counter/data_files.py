@@ -24,7 +24,6 @@ What each case keeps is measured by tests/test_data_files.py and written in docs
 """
 
 import contextlib
-import datetime
 import logging
 import os
 import sqlite3
@@ -37,11 +36,12 @@ from counter import process
 from counter.snapshots import (
     STAGED,
     SnapshotError,
+    database_aside,
     database_connect,
     snapshot_check,
     snapshot_write,
 )
-from counter.visits import CountingStoppedError, visits_writer_lock
+from counter.visits import CountingStoppedError, data_path, visits_writer_lock
 from counter.visits_file import file_replace, visits_file_path, visits_file_read
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def data_files_anchor() -> None:
     if owner.anchor is not None or not settings.VISITS_DATABASE_MUST_EXIST:
         return
     with contextlib.suppress(FileNotFoundError):  # a worker started after a rescue opens nothing
-        owner.data_files_problem = (Path(settings.VISITS_DATA_DIR) / STOPPED).read_text().strip()
+        owner.data_files_problem = data_path(STOPPED).read_text().strip()
         return
     anchor = database_connect()
     anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
@@ -134,16 +134,14 @@ def data_files_rescue(problem: str) -> None:
     rescue (another worker's, which also saw its own last visits) only replaces a smaller copy.
     """
     owner = process.state
-    database = Path(settings.VISITS_DATABASE)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    copy = database.with_name(f"{database.name}.rescued-{stamp}-{os.getpid()}")
-    staged = database.with_name(STAGED)
+    copy = database_aside(f"rescued-{os.getpid()}")
+    staged = data_path(STAGED)
     try:
         with visits_writer_lock():
             if owner.data_files_problem is not None:  # another greenlet's rescue came first
                 return
             owner.data_files_problem = problem
-            file_replace(Path(settings.VISITS_DATA_DIR) / STOPPED, f"{problem}\n")
+            file_replace(data_path(STOPPED), f"{problem}\n")
             if owner.anchor is None:
                 raise DatabaseError("this process had no connection open before")
             snapshot_write(copy, source=owner.anchor)
@@ -178,7 +176,7 @@ def data_files_rescue(problem: str) -> None:
 
 def data_files_stopped_clear() -> str | None:
     """At start (`prepare`): why counting had stopped, if it had; it starts again."""
-    marker = Path(settings.VISITS_DATA_DIR) / STOPPED
+    marker = data_path(STOPPED)
     try:
         reason = marker.read_text().strip()
     except FileNotFoundError:

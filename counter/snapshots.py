@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from counter.models import VisitCounter
-from counter.visits import COUNTER_ID
+from counter.visits import COUNTER_ID, data_path
 
 STAGED = "restore.sqlite3"
 
@@ -41,6 +41,13 @@ class SnapshotError(RuntimeError):
 
 def _database_path() -> Path:
     return Path(settings.VISITS_DATABASE)
+
+
+def database_aside(kind: str) -> Path:
+    """Where a copy of the database is kept aside: `db.sqlite3.<kind>-<UTC time>`."""
+    database = _database_path()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return database.with_name(f"{database.name}.{kind}-{stamp}")
 
 
 def database_connect() -> sqlite3.Connection:
@@ -104,7 +111,7 @@ def snapshot_check(path: Path) -> int:
 
 def snapshot_stage(source: BinaryIO) -> int:
     """Check the snapshot read from `source` and stage it for the next start; its total."""
-    staged = Path(settings.VISITS_DATA_DIR) / STAGED
+    staged = data_path(STAGED)
     fd, tmp = tempfile.mkstemp(dir=staged.parent, prefix=".restore.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as copy:
@@ -123,13 +130,12 @@ def snapshot_apply_staged() -> tuple[int, list[Path]] | None:
     """At start, before the server opens the database: write a staged snapshot into it, if
     there is one. Returns the restored total and what was kept aside (a copy of the replaced
     database; a WAL left by a deleted database)."""
-    staged = Path(settings.VISITS_DATA_DIR) / STAGED
+    staged = data_path(STAGED)
     if not staged.exists():
         return None
     total = snapshot_check(staged)
     database = _database_path()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    kept = database.with_name(f"{database.name}.replaced-{stamp}")
+    kept = database_aside("replaced")
     if database.exists():
         with contextlib.closing(database_connect()) as live:
             snapshot_write(kept, source=live)  # with what its WAL holds

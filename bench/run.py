@@ -429,13 +429,14 @@ def replication_line(replication: dict | None) -> str:
     if replication is None:
         return "- Litestream replication: not measured (not built: `bash scripts/litestream.sh`)"
     catch_up = replication["catch_up_s"] + [replication["lag_round_catch_up_s"]]
+    catch_up_median = round(statistics.median(catch_up), 2)
     return (
         f"- Litestream {replication['litestream']} replicating to a file replica (sync and ship"
         f" every {replication['interval']}, as the chart's sidecar): counting"
         f" **{replication['ratio_to_counting']}** of counting without it; Litestream's own CPU"
         f" {replication['replicator_cpu_millicores']} millicores; after the load stopped, a"
         f" restore of the replica held the exact count within {max(catch_up)} s (median"
-        f" {statistics.median(catch_up)} s, {len(catch_up)} runs); during load the oldest visit"
+        f" {catch_up_median} s, {len(catch_up)} runs); during load the oldest visit"
         f" missing from a restore was {replication['lag_p50_s']} s old (median of"
         f" {replication['lag_samples']} restores), {replication['lag_max_s']} s at most; WAL at"
         f" most {replication['peak_wal_mb']} MB; {replication['resnapshots']} full snapshots"

@@ -26,6 +26,7 @@ if not os.environ.get("KUBECONFIG", "").endswith(".cluster/kubeconfig"):
 TRANSCRIPTS = ROOT / "docs" / "transcripts"
 PODS = ["app-python-0", "app-python-1", "app-python-2"]
 ADMIN_PASSWORD = "e2e-admin-password"
+FILE_CATCH_UP = 5.0
 
 
 class Transcript:
@@ -54,10 +55,27 @@ def kubectl_json(*args: str) -> dict:
     return json.loads(Transcript().kubectl(*args, "-o", "json", record=False))
 
 
+# What a check raises while the object it reads is missing or half made: a pod between its
+# deletion and its replacement (KeyError), a status or label not written yet (KeyError,
+# TypeError, IndexError), kubectl's NotFound or a connection refused (AssertionError from
+# Transcript.kubectl), output cut short (ValueError from json). Each means "not yet".
+NOT_YET = (LookupError, TypeError, ValueError, AttributeError, AssertionError)
+
+
 def until(what: str, check, timeout: float = 180) -> None:
+    """Wait for check() to hold, asking every 0.5 s; a check that raises one of NOT_YET has
+    not held yet. At the timeout, fail with `what` and the last error the check raised."""
     deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+    while True:
+        error = None
+        try:
+            if check():
+                return
+        except NOT_YET as raised:
+            error = raised
+        if time.monotonic() >= deadline:
+            last = f"; the last check raised {error!r}" if error else ""
+            raise AssertionError(f"gave up waiting for {what} after {timeout:g} s{last}")
         time.sleep(0.5)
 
 
@@ -88,16 +106,16 @@ READ_VISITS = (
 def counts(t: Transcript) -> dict[str, int]:
     """Each pod's visits file, read with kubectl exec, checked against the pod's /visits.
 
-    The file may trail the database by up to a second after the last visit: the first reads
-    are retried, without being recorded, until they agree within that second."""
+    The file trails the database by up to a second after the last visit (the server tests
+    hold it to that second; here each kubectl exec takes a good part of it): the reads are
+    retried, without being recorded, until they agree, for at most FILE_CATCH_UP seconds."""
     found = {}
     for pod in PODS:
         cat = ("exec", f"pod/{pod}", "--", "cat", "/app/data/visits")
         answer = pod_python(Transcript(), pod, READ_VISITS)
-        deadline = time.monotonic() + 1.0
-        while Transcript().kubectl(*cat, record=False) != answer:
-            assert time.monotonic() < deadline, (pod, "file still differs from /visits", answer)
-            time.sleep(0.1)
+        until(f"{pod}'s visits file to equal its /visits ({answer})",
+              lambda cat=cat, answer=answer: Transcript().kubectl(*cat, record=False) == answer,
+              timeout=FILE_CATCH_UP)  # fmt: skip
         text = t.kubectl(*cat)
         assert text == answer, (pod, text, answer)
         found[pod] = int(text)

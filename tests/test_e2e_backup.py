@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import READ_VISITS, Transcript, until  # skips this module off the cluster
+from tests.test_e2e import (  # skips this module off the cluster
+    FILE_CATCH_UP,
+    READ_VISITS,
+    Transcript,
+    until,
+)
 from tests.test_e2e_helm import HELM  # skips this module without helm
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +108,8 @@ def count(t: Session) -> int:
                                record=False)  # fmt: skip
     cat = ("exec", POD, "-c", "app", "--", "cat", "/app/data/visits")
     until("the visits file to equal /visits",
-          lambda: Session().kubectl(*cat, record=False) == answer, timeout=1.0)  # fmt: skip
+          lambda: Session().kubectl(*cat, record=False) == answer,
+          timeout=FILE_CATCH_UP)  # fmt: skip
     return int(t.kubectl(*cat))
 
 

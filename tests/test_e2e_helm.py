@@ -13,7 +13,12 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_chart import HELM
-from tests.test_e2e import READ_VISITS, Transcript, until  # skips this module off the cluster
+from tests.test_e2e import (  # skips this module off the cluster
+    FILE_CATCH_UP,
+    READ_VISITS,
+    Transcript,
+    until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +85,7 @@ def counts(t: Session) -> dict[str, int]:
         def caught_up(cat: tuple = cat, answer: str = answer) -> bool:
             return Session().kubectl(*cat, record=False) == answer
 
-        until(f"{pod}'s file to equal its /visits", caught_up, timeout=1.0)
+        until(f"{pod}'s file to equal its /visits", caught_up, timeout=FILE_CATCH_UP)
         found[pod] = int(t.kubectl(*cat))
     return found
 

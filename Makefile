@@ -77,7 +77,7 @@ k8s-apply: k8s/base/secret.env
 # Throughput, latency, lost visits, start-up and memory of the production server (needs wrk);
 # with Litestream beside it too, once `make litestream` has built it (else skipped, saying so).
 bench: $(BIN)/activate
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 # Litestream v0.5 built from the Go module proxy, cached outside the clone (~/.cache/app-python/).
 litestream:

@@ -1,4 +1,5 @@
-"""`make bench`: the production server under wrk on 127.0.0.1, with A B A B rounds.
+"""`make bench` (`python -m bench.run`): the production server under wrk on 127.0.0.1, with
+A B A B rounds.
 
 Targets, each on a server started as the image starts it (`manage.py serve`, gunicorn.conf.py):
 counting `GET /`, the no-database `GET /healthz` of the same server, the same counting page with
@@ -26,14 +27,11 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests/hostile.py and bench/login_flood.py
-
-from bench.login_flood import login_flood  # noqa: E402
-from tests import hostile  # noqa: E402
-from tests.harness import APP_VERSION, Server, collectstatic  # noqa: E402
-from tests.litestream import VERSION as LITESTREAM_VERSION  # noqa: E402
-from tests.litestream import Replicator, litestream_binary  # noqa: E402
+from support import hostile
+from support.litestream import Replicator
+from support.login_flood import login_flood
+from support.servers import Server, collectstatic
+from support.tools import APP_VERSION, ROOT, VERSIONS, litestream_binary
 
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
@@ -119,7 +117,7 @@ def image_layers(engine: str | None, image: str, base: str = "python:3.13-slim")
 
 
 def hostile_round(server: Server, args: argparse.Namespace) -> dict:
-    """200 slowloris, 200 idle and 20 slow-POST connections held (tests/hostile.py): first
+    """200 slowloris, 200 idle and 20 slow-POST connections held (support/hostile.py): first
     alone, for three wrk runs' time, with /healthz and /readyz probed every 0.25 s and a visit
     every second, as the kubelet and a visitor would; then under wrk, counting."""
 
@@ -344,7 +342,7 @@ def main() -> None:
             facts["replication"]["resnapshots"] = replicator.resnapshots()
             facts["replication"]["errors_logged"] = replicator.log().count("level=ERROR")
             facts["replication"]["interval"] = REPLICATION_INTERVAL
-            facts["replication"]["litestream"] = LITESTREAM_VERSION
+            facts["replication"]["litestream"] = VERSIONS["LITESTREAM_VERSION"]
         facts["hostile"] = hostile_round(servers["site"], args)
         facts["login_flood"] = login_flood(servers["site"].url(""), loops=30, seconds=args.duration)
         facts["login_flood_new_usernames"] = login_flood(
@@ -410,7 +408,7 @@ def main() -> None:
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
     }
     command = (
-        f"make bench  (python bench/run.py --duration {args.duration} --rounds {args.rounds}"
+        f"make bench  (python -m bench.run --duration {args.duration} --rounds {args.rounds}"
         f" --connections {args.connections} --threads {args.threads})"
     )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%SZ")

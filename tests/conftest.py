@@ -1,22 +1,18 @@
-"""Fixtures for the tests in this folder, on the shared harness (tests/harness.py)."""
+"""Fixtures for the tests in this folder, on the support package (support/) they share with
+`make bench`. Fixtures only: helpers live in support/."""
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import (  # noqa: F401 - re-exported for the test modules
-    APP_VERSION,
-    ROOT,
-    SECRET_KEY,
-    Server,
-    collectstatic,
-    free_port,
-    http_request,
-    wait_for_file,
-    wait_for_text,
+from support.manifests import RENDERS, k8s_copy, render, render_missing
+from support.servers import Server, collectstatic
+from support.tools import checker_binary
+
+THROWAWAY_SECRET = (
+    "DJANGO_SECRET_KEY=render-test-key\nVISITS_ADMIN_PASSWORD_HASH=pbkdf2_sha256$1$s$h\n"
 )
 
 
@@ -71,10 +67,31 @@ def checker():
     (`make test` installs it) or PATH; the test skips, saying so, if it is nowhere."""
 
     def find(name: str) -> str:
-        local = ROOT / ".venv-checks" / "bin" / name
-        found = str(local) if local.exists() else shutil.which(name)
+        found = checker_binary(name)
         if found is None:
             pytest.skip(f"{name} is not installed: `make test` installs it in .venv-checks")
         return found
 
     return find
+
+
+@pytest.fixture(scope="session")
+def k8s_tree(tmp_path_factory) -> Path:
+    """A copy of k8s/ with a throwaway secret.env: the real one is never committed."""
+    if reason := render_missing("kustomize:base"):
+        pytest.skip(reason)
+    return k8s_copy(tmp_path_factory.mktemp("k8s"), THROWAWAY_SECRET)
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    """Every render of support.manifests.RENDERS that its tool (kubectl, helm) can make here,
+    as a file: the tests parametrized over RENDERS skip, saying why, the ones missing."""
+    folder = tmp_path_factory.mktemp("renders")
+    tree = k8s_copy(folder, THROWAWAY_SECRET)
+    files = {}
+    for name in RENDERS:
+        if render_missing(name) is None:
+            files[name] = folder / f"{name.replace(':', '-')}.yaml"
+            files[name].write_text(render(tree, name))
+    return files

@@ -7,7 +7,8 @@ import time
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from tests.conftest import ROOT, http_request
+from support.clients import http_request
+from support.tools import ROOT
 
 pytestmark = pytest.mark.browser
 

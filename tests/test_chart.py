@@ -1,103 +1,47 @@
-"""The Helm chart (k8s/chart), proven without a cluster: helm lint, the kustomize checks of
-tests/test_manifests.py run on its renders, the schema's refusals, and the kustomize base kept
-equal to the chart's render (one source of truth)."""
+"""The Helm chart (k8s/chart), proven without a cluster: helm lint, its values and their
+schema's refusals, backup's render, and the kustomize base kept equal to the chart's render
+(one source of truth). The checks every render must pass, kustomize's and the chart's, are
+tests/test_manifests.py's."""
 
 import base64
 import json
 import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 from django.urls import resolve
 
-from tests.conftest import ROOT
-from tests.test_manifests import (  # the kustomize checks, run here on the chart's renders
+from support.manifests import (
+    CHART,
     CHECKOV_CONFIG,
     KUBERNETES_VERSIONS,
+    VARIANTS,
     checkov,
     container,
+    parse,
     statefulset,
-    test_checkov_fails_nothing_and_ships_no_skip_annotation,
-    test_every_checkov_skip_has_a_reason_and_fails_only_where_it_says,
-    test_every_environment_variable_is_read_by_the_app,
-    test_image_is_a_name_and_tag_matching_the_app_version,
-    test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port,
-    test_pod_runs_restricted_as_the_image_user,
-    test_pods_spread_over_nodes_yet_all_run_on_one,
-    test_probe_paths_are_app_urls_that_count_nothing,
-    test_statefulset_is_parallel_with_a_headless_governing_service,
-    test_update_strategy,
-    test_validates_strictly_against_the_api_schema,
-    test_volumes_ports_and_services_line_up,
 )
+from support.manifests import helm as run_helm
+from support.tools import ROOT, helm_binary
 
 pytestmark = pytest.mark.manifests
 
-CHART = ROOT / "k8s" / "chart"
-HELM_VERSION = re.search(r"^HELM_VERSION=(\S+)", (ROOT / "scripts/helm.sh").read_text(), re.M)
-CACHED_HELM = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "app-python" / f"helm-{HELM_VERSION.group(1)}" / "helm"
-)  # fmt: skip
-HELM = str(CACHED_HELM) if CACHED_HELM.exists() else shutil.which("helm")
-
-# The kustomizations' names, so the imported tests' parameters pick the matching render.
-VALUES = {
-    "base": [],
-    "overlays/ondelete": ["--set", "updateStrategy.type=OnDelete"],
-    "overlays/canary": ["--set", "updateStrategy.rollingUpdate.partition=2"],
-    "overlays/local": ["-f", str(CHART / "values-local.yaml")],
-}
-
-__all__ = [
-    "test_checkov_fails_nothing_and_ships_no_skip_annotation",
-    "test_every_checkov_skip_has_a_reason_and_fails_only_where_it_says",
-    "test_every_environment_variable_is_read_by_the_app",
-    "test_image_is_a_name_and_tag_matching_the_app_version",
-    "test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port",
-    "test_pod_runs_restricted_as_the_image_user",
-    "test_pods_spread_over_nodes_yet_all_run_on_one",
-    "test_probe_paths_are_app_urls_that_count_nothing",
-    "test_statefulset_is_parallel_with_a_headless_governing_service",
-    "test_update_strategy",
-    "test_validates_strictly_against_the_api_schema",
-    "test_volumes_ports_and_services_line_up",
-]
-
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    if HELM is None:
+    if helm_binary() is None:
         pytest.skip("helm is not installed: `make helm` builds it (scripts/helm.sh)")
-    result = subprocess.run([HELM, *args], capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+    return run_helm(*args, check=check)
 
 
 def template(*args: str, release: str = "app-python") -> dict[tuple[str, str], dict]:
-    output = helm("template", release, str(CHART), *args).stdout
-    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(output)}
+    return parse(helm("template", release, str(CHART), *args).stdout)
 
 
-@pytest.fixture(scope="session")
-def rendered(tmp_path_factory) -> dict[str, Path]:
-    """`helm template` of the default values and the OnDelete, canary and local ones."""
-    folder = tmp_path_factory.mktemp("chart")
-    files = {}
-    for name, args in VALUES.items():
-        path = folder / f"{name.replace('/', '-')}.yaml"
-        path.write_text(helm("template", "app-python", str(CHART), *args).stdout)
-        files[name] = path
-    return files
-
-
-@pytest.mark.parametrize("name", VALUES)
-def test_helm_lint_is_strictly_clean(name):
-    result = helm("lint", "--strict", str(CHART), *VALUES[name])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_is_strictly_clean(variant):
+    result = helm("lint", "--strict", str(CHART), *VARIANTS[variant][1])
     assert "0 chart(s) failed" in result.stdout, result.stdout
 
 
@@ -106,7 +50,7 @@ def test_the_kustomize_base_is_the_charts_render():
     helm("version")  # skips when helm is missing
     render = subprocess.run(
         ["bash", "scripts/helm.sh", "kustomize-base"], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "HELM": HELM},
+        env={**os.environ, "HELM": helm_binary()},
     )  # fmt: skip
     assert render.returncode == 0, render.stderr
     checked_in = (ROOT / "k8s" / "base" / "app-python.yaml").read_text()
@@ -338,14 +282,17 @@ def test_the_schema_refuses_what_the_cluster_or_the_app_would_reject_late(args, 
 
 
 def test_ondelete_without_a_partition_is_accepted_and_renders_no_rolling_update():
-    sts = statefulset(template(*VALUES["overlays/ondelete"]))["spec"]
+    sts = statefulset(template(*VARIANTS["ondelete"][1]))["spec"]
     assert sts["updateStrategy"] == {"type": "OnDelete"}
 
 
 def test_the_renders_are_yamllint_clean(rendered, checker):
+    renders = [path for name, path in rendered.items() if name.startswith("helm:")]
+    if not renders:
+        pytest.skip("helm is not installed: `make helm` builds it (scripts/helm.sh)")
     # Helm itself ends the test hooks' section with a blank line.
     config = f"{{extends: {ROOT / '.yamllint.yaml'}, rules: {{empty-lines: {{max-end: 1}}}}}}"
-    subprocess.run([checker("yamllint"), "--strict", "-d", config, *rendered.values()], check=True)
+    subprocess.run([checker("yamllint"), "--strict", "-d", config, *renders], check=True)
 
 
 def test_values_and_schema_agree_on_every_key():
@@ -451,7 +398,7 @@ def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp
             capture_output=True, text=True,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
-    report = checkov(checker, [render], CHECKOV_CONFIG)
+    report = checkov(checker("checkov"), [render], CHECKOV_CONFIG)
     assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
     result = helm("lint", "--strict", str(CHART), *BACKUP)
     assert "0 chart(s) failed" in result.stdout, result.stdout

@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    APP_VERSION,
-    ROOT,
-    SECRET_KEY,
-    free_port,
-    http_request,
-    wait_for_file,
-    wait_for_text,
-)
+from support.clients import http_request, wait_for_file, wait_for_text
+from support.servers import SECRET_KEY, free_port
+from support.tools import APP_VERSION, ROOT
 
 pytestmark = pytest.mark.container
 

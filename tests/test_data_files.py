@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import http_request
-from tests.test_snapshots import manage, total_in
+from support.clients import http_request
+from support.servers import database_total
 
 pytestmark = pytest.mark.server
 
@@ -129,7 +129,7 @@ def test_prepare_refuses_a_database_that_went_backwards(make_server, tmp_path):
     for _ in range(3):
         server.get("/")
     older = tmp_path / "older.sqlite3"
-    assert manage(server, "backup", "--output", str(older)).returncode == 0
+    assert server.manage("backup", "--output", str(older)).returncode == 0
     for _ in range(4):
         server.get("/")
     server.wait_file(7)
@@ -146,4 +146,4 @@ def test_prepare_refuses_a_database_that_went_backwards(make_server, tmp_path):
     (server.data_dir / "visits").unlink()  # the operator accepts the loss
     server.start().wait_ready()
     assert server.visits() == 3
-    assert total_in(server.data_dir / "db.sqlite3") == 3
+    assert database_total(server.data_dir / "db.sqlite3") == 3

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from support.tools import ROOT
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ under docs/transcripts/e2e-*.txt, which docs/kubernetes.md quotes.
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,111 +14,30 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from tests.conftest import ROOT
-from tests.test_manifests import COMPONENTS, overlay_with_component
+from support.cluster import TRANSCRIPTS, Session, cluster_missing, until
+from support.manifests import COMPONENTS, k8s_copy, overlay_with_component
+from support.tools import ROOT
 
 pytestmark = pytest.mark.e2e
 
-if not os.environ.get("KUBECONFIG", "").endswith(".cluster/kubeconfig"):
-    pytest.skip("needs the project's cluster: run `make e2e`", allow_module_level=True)
+if reason := cluster_missing():
+    pytest.skip(reason, allow_module_level=True)
 
-TRANSCRIPTS = ROOT / "docs" / "transcripts"
 PODS = ["app-python-0", "app-python-1", "app-python-2"]
 ADMIN_PASSWORD = "e2e-admin-password"
-FILE_CATCH_UP = 5.0
-
-
-class Transcript:
-    """Runs kubectl and keeps each command with its real output, as a terminal shows them."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
-        result = subprocess.run(["kubectl", *args], capture_output=True, text=True)
-        if record:
-            self.lines.append(f"$ {shlex.join(['kubectl', *args])}\n{result.stdout}{result.stderr}")
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-        return result.stdout
-
-    def note(self, text: str) -> None:
-        self.lines.append(f"# {text}\n")
-
-    def save(self, name: str) -> None:
-        TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
-        (TRANSCRIPTS / f"e2e-{name}.txt").write_text("".join(self.lines))
 
 
 def kubectl_json(*args: str) -> dict:
-    return json.loads(Transcript().kubectl(*args, "-o", "json", record=False))
-
-
-# What a check raises while the object it reads is missing or half made: a pod between its
-# deletion and its replacement (KeyError), a status or label not written yet (KeyError,
-# TypeError, IndexError), kubectl's NotFound or a connection refused (AssertionError from
-# Transcript.kubectl), output cut short (ValueError from json). Each means "not yet".
-NOT_YET = (LookupError, TypeError, ValueError, AttributeError, AssertionError)
-
-
-def until(what: str, check, timeout: float = 180) -> None:
-    """Wait for check() to hold, asking every 0.5 s; a check that raises one of NOT_YET has
-    not held yet. At the timeout, fail with `what` and the last error the check raised."""
-    deadline = time.monotonic() + timeout
-    while True:
-        error = None
-        try:
-            if check():
-                return
-        except NOT_YET as raised:
-            error = raised
-        if time.monotonic() >= deadline:
-            last = f"; the last check raised {error!r}" if error else ""
-            raise AssertionError(f"gave up waiting for {what} after {timeout:g} s{last}")
-        time.sleep(0.5)
-
-
-def pod_python(t: Transcript, pod: str, code: str) -> str:
-    """Run Python in a pod (the image has no curl): requests from inside the cluster."""
-    return t.kubectl("exec", pod, "--", "python", "-c", code)
+    return Session().get(*args)
 
 
 def ready_pods(name: str = "app-python") -> list[str]:
-    pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
-    return sorted(
-        pod["metadata"]["name"]
-        for pod in pods
-        if pod["metadata"].get("deletionTimestamp") is None
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in pod["status"].get("conditions", [])
-        )
-    )
+    return Session().ready_pods(f"app.kubernetes.io/instance={name}")
 
 
-READ_VISITS = (
-    "import urllib.request as u;"
-    " print(u.urlopen('http://localhost:8000/visits').read().decode(), end='')"
-)
-
-
-def counts(t: Transcript) -> dict[str, int]:
-    """Each pod's visits file, read with kubectl exec, checked against the pod's /visits.
-
-    The file trails the database by up to a second after the last visit (the server tests
-    hold it to that second; here each kubectl exec takes a good part of it): the reads are
-    retried, without being recorded, until they agree, for at most FILE_CATCH_UP seconds."""
-    found = {}
-    for pod in PODS:
-        cat = ("exec", f"pod/{pod}", "--", "cat", "/app/data/visits")
-        answer = pod_python(Transcript(), pod, READ_VISITS)
-        until(f"{pod}'s visits file to equal its /visits ({answer})",
-              lambda cat=cat, answer=answer: Transcript().kubectl(*cat, record=False) == answer,
-              timeout=FILE_CATCH_UP)  # fmt: skip
-        text = t.kubectl(*cat)
-        assert text == answer, (pod, text, answer)
-        found[pod] = int(text)
-    return found
+def counts(t: Session) -> dict[str, int]:
+    """Each pod's visits file, read with kubectl exec, checked against the pod's /visits."""
+    return {pod: t.visits(pod) for pod in PODS}
 
 
 def wait_settled(name: str = "app-python", replicas: int = 3) -> None:
@@ -128,24 +46,23 @@ def wait_settled(name: str = "app-python", replicas: int = 3) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(ROOT / "k8s", tree, ignore=shutil.ignore_patterns("secret.env"))
-    (tree / "base" / "secret.env").write_text(
+    tree = k8s_copy(
+        tmp_path_factory.mktemp("k8s"),
         f"DJANGO_SECRET_KEY=e2e-{os.urandom(16).hex()}\n"
-        f"VISITS_ADMIN_PASSWORD_HASH={make_password(ADMIN_PASSWORD)}\n"
+        f"VISITS_ADMIN_PASSWORD_HASH={make_password(ADMIN_PASSWORD)}\n",
     )
     # The image is loaded into the node: the canary and OnDelete components go on the local
     # overlay (overlays/local-canary, overlays/local-ondelete).
     for component in COMPONENTS:
         overlay_with_component(tree, "local", component)
-    t = Transcript()
+    t = Session()
     t.kubectl("apply", "-k", str(tree / "overlays" / "local"))
     wait_settled()
     return tree
 
 
 def test_statefulset_pods_volumes_and_services(deployed):
-    t = Transcript()
+    t = Session()
     output = t.kubectl("get", "po,sts,svc,pvc")
     t.save("get")
     assert ready_pods() == PODS
@@ -159,13 +76,13 @@ def test_statefulset_pods_volumes_and_services(deployed):
 
 
 def test_visits_through_the_service_spread_over_the_pods(deployed):
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     t.note("60 visits to the app-python Service, sent from inside the cluster")
-    pod_python(
-        t, "app-python-0",
+    t.python(
+        "app-python-0",
         'import urllib.request as u\nfor _ in range(60): u.urlopen("http://app-python/").read()',
-    )  # fmt: skip
+    )
     after = counts(t)
     t.save("visits")
     received = {pod: after[pod] - before[pod] for pod in PODS}
@@ -174,37 +91,36 @@ def test_visits_through_the_service_spread_over_the_pods(deployed):
 
 
 def test_a_pod_resolves_another_through_the_headless_service(deployed):
-    t = Transcript()
-    address = pod_python(
-        t, "app-python-0",
+    t = Session()
+    address = t.python(
+        "app-python-0",
         'import socket; print(socket.gethostbyname("app-python-1.app-python-headless"))',
-    ).strip()  # fmt: skip
+    ).strip()
     t.kubectl("get", "pod", "app-python-1", "-o", "wide")
     t.save("dns")
     assert address == kubectl_json("get", "pod", "app-python-1")["status"]["podIP"]
 
 
 def test_the_cluster_view_sees_every_pod(deployed):
-    t = Transcript()
+    t = Session()
     answer = json.loads(
-        pod_python(
-            t,
+        t.python(
             "app-python-1",
             "import urllib.request as u;"
             ' print(u.urlopen("http://localhost:8000/cluster?format=json").read().decode())',
-        )  # fmt: skip
+        )
     )
     t.save("cluster")
     assert sorted(p["pod"] for p in answer["pods"]) == PODS
     assert all(p["error"] is None for p in answer["pods"])
-    assert answer["total"] == sum(counts(Transcript()).values())
+    assert answer["total"] == sum(counts(Session()).values())
 
 
 def test_slow_clients_do_not_get_a_pod_restarted(deployed):
     """From inside pod 0, 200 slowloris connections against pod 1 for 50 s, longer than the
     liveness window (3 failures 10 s apart): pod 1 stays Ready and is never restarted."""
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     target = "app-python-1.app-python-headless"
     restarts = kubectl_json("get", "pod", "app-python-1")["status"]["containerStatuses"][0][
         "restartCount"
@@ -212,8 +128,8 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
     attack = ["--seconds", "50", "--slow", "200", "--idle", "0", "--slow-posts", "0"]
     command = ["kubectl", "exec", "-i", "app-python-0", "--", "python", "-", f"{target}:8000"]
     command += [*attack, "--host-header", target]
-    t.note(f"tests/hostile.py run in app-python-0 against {target}, probes alongside")
-    with (ROOT / "tests" / "hostile.py").open() as script:
+    t.note(f"support/hostile.py run in app-python-0 against {target}, probes alongside")
+    with (ROOT / "support" / "hostile.py").open() as script:
         attacker = subprocess.Popen(command, stdin=script, stdout=subprocess.PIPE, text=True)
         unready_at = []
         started = time.monotonic()
@@ -222,7 +138,7 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
                 unready_at.append(round(time.monotonic() - started, 1))
             time.sleep(1)
     output = attacker.stdout.read()
-    t.lines.append(f"$ {shlex.join(command)} < tests/hostile.py\n{output}")
+    t.lines.append(f"$ {shlex.join(command)} < support/hostile.py\n{output}")
     assert attacker.returncode == 0, output
     seen = json.loads(output)
     t.kubectl("get", "pod", "app-python-1")
@@ -238,8 +154,8 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
 
 
 def test_a_snapshot_of_one_pod_restored_into_another(deployed, tmp_path):
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     t.note("a snapshot of app-python-0's database, taken as it serves, restored into app-python-2")
     snapshot = tmp_path / "pod0.sqlite3"
     backup = ["kubectl", "exec", "app-python-0", "--", "python", "manage.py", "backup"]
@@ -278,14 +194,14 @@ READ_READYZ = (
 def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
     """The careless operator of issue 15: the WAL deleted under a pod that counts. The pod
     stops counting and goes unready, and the restart the log asks for keeps every visit."""
-    t = Transcript()
-    before = counts(Transcript())
-    pod_python(t, "app-python-1", COUNT_300)
+    t = Session()
+    before = counts(Session())
+    t.python("app-python-1", COUNT_300)
     t.kubectl("exec", "app-python-1", "--", "rm", "/app/data/db.sqlite3-wal")
     until("app-python-1 unready", lambda: "app-python-1" not in ready_pods(), timeout=60)
-    answer = pod_python(t, "app-python-1", READ_READYZ)
+    answer = t.python("app-python-1", READ_READYZ)
     t.kubectl("get", "pod", "app-python-1")
-    log = Transcript().kubectl("logs", "app-python-1", record=False)
+    log = Session().kubectl("logs", "app-python-1", record=False)
     found = [line for line in log.splitlines() if "counter.data_files" in line]
     t.lines.append(f"$ kubectl logs app-python-1 | grep counter.data_files\n{found[0]}\n")
     uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
@@ -293,7 +209,7 @@ def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
     until("a new app-python-1", lambda: "app-python-1" in ready_pods()
           and kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
     after = counts(t)
-    restarted = Transcript().kubectl("logs", "app-python-1", record=False)
+    restarted = Session().kubectl("logs", "app-python-1", record=False)
     t.save("careless-operator")
     assert answer == (
         "503 not ready: counting stopped: db.sqlite3-wal was deleted or replaced under the"
@@ -316,8 +232,8 @@ def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:
 
 
 def test_scaling_is_parallel_and_keeps_every_count(deployed):
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     t.kubectl("scale", "statefulset", "app-python", "--replicas=0")
     until("no pods", lambda: not kubectl_json("get", "pods", "-l",
           "app.kubernetes.io/instance=app-python")["items"])  # fmt: skip
@@ -339,7 +255,7 @@ def test_scaling_is_parallel_and_keeps_every_count(deployed):
 
 def test_ordered_ready_creates_pods_one_by_one(deployed):
     """A throwaway copy with the default OrderedReady policy, for comparison."""
-    t = Transcript()
+    t = Session()
     sts = kubectl_json("get", "statefulset", "app-python")
     copy = {
         "apiVersion": "apps/v1",
@@ -377,8 +293,8 @@ def test_ordered_ready_creates_pods_one_by_one(deployed):
 
 
 def test_a_deleted_pod_comes_back_with_its_claim_and_count(deployed):
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     volume = kubectl_json("get", "pvc", "data-app-python-1")["spec"]["volumeName"]
     uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-1")
@@ -398,7 +314,7 @@ def revisions() -> tuple[str, dict[str, str]]:
     }
 
 
-def template_change(t: Transcript, release: str) -> None:
+def template_change(t: Session, release: str) -> None:
     patch = {"spec": {"template": {"metadata": {"annotations": {"e2e/release": release}}}}}
     t.kubectl("patch", "statefulset", "app-python", "--type", "merge", "-p", json.dumps(patch))
 
@@ -408,7 +324,7 @@ def observed() -> bool:
     return sts["status"].get("observedGeneration") == sts["metadata"]["generation"]
 
 
-def show_revisions(t: Transcript) -> None:
+def show_revisions(t: Session) -> None:
     t.kubectl("get", "statefulset", "app-python", "-o",
               "jsonpath={.status.currentRevision} {.status.updateRevision}{\"\\n\"}")  # fmt: skip
     t.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=app-python", "-L",
@@ -416,8 +332,8 @@ def show_revisions(t: Transcript) -> None:
 
 
 def test_canary_partition_updates_only_the_last_pod_then_promotes(deployed):
-    t = Transcript()
-    before = counts(Transcript())
+    t = Session()
+    before = counts(Session())
     t.kubectl("apply", "-k", str(deployed / "overlays" / "local-canary"))
     template_change(t, "canary")
     until("the canary", lambda: observed() and revisions()[1]["app-python-2"] == revisions()[0]
@@ -439,7 +355,7 @@ def test_canary_partition_updates_only_the_last_pod_then_promotes(deployed):
 
 
 def test_ondelete_updates_a_pod_only_when_it_is_deleted(deployed):
-    t = Transcript()
+    t = Session()
     t.kubectl("apply", "-k", str(deployed / "overlays" / "local-ondelete"))
     template_change(t, "ondelete")
     until("the controller to see the change", observed)
@@ -474,9 +390,9 @@ for _ in range(20):
 
 
 def test_the_admin_stays_logged_in_across_pods_through_the_service(deployed):
-    t = Transcript()
+    t = Session()
     t.note("log in once through the Service, then 20 admin pages, each from whichever pod answers")
-    output = pod_python(t, "app-python-0", ADMIN_SCRIPT % ADMIN_PASSWORD)
+    output = t.python("app-python-0", ADMIN_SCRIPT % ADMIN_PASSWORD)
     t.save("admin")
     answers = [line.split() for line in output.splitlines()]
     assert len(answers) == 20

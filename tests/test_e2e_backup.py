@@ -9,7 +9,6 @@ saves its real output under docs/transcripts/e2e-backup-*.txt, which docs/kubern
 """
 
 import datetime
-import json
 import os
 import re
 import signal
@@ -20,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import (  # skips this module off the cluster
-    FILE_CATCH_UP,
-    READ_VISITS,
-    Transcript,
-    until,
-)
-from tests.test_e2e_helm import HELM  # skips this module without helm
+from support.cluster import Session, cluster_missing, until
+from support.tools import helm_binary
 
 pytestmark = pytest.mark.e2e
+
+if reason := cluster_missing():
+    pytest.skip(reason, allow_module_level=True)
+if helm_binary() is None:
+    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 NAMESPACE = "app-python-backup"
 POD = "app-python-0"
@@ -75,42 +74,22 @@ while True:
 TOTAL = re.compile(r'id="total">(\d+)<')
 
 
-class Session(Transcript):
-    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
-        return super().kubectl("-n", NAMESPACE, *args, check=check, record=record)
-
-    def helm(self, *args: str) -> str:
-        result = subprocess.run([HELM, *args], capture_output=True, text=True)
-        self.lines.append(f"$ helm {' '.join(args)}\n{result.stdout}{result.stderr}")
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def save(self, name: str) -> None:
-        super().save(f"backup-{name}")
+def session() -> Session:
+    """kubectl in the backup test's namespace, and helm; transcripts e2e-backup-NAME.txt."""
+    return Session(NAMESPACE, prefix="backup-")
 
 
 def get(*args: str) -> dict:
-    return json.loads(Session().kubectl("get", *args, "-o", "json", record=False))
+    return session().get(*args)
 
 
 def ready(name: str) -> bool:
-    pod = json.loads(Session().kubectl("get", "pod", name, "-o", "json", check=False,
-                                       record=False) or "{}")  # fmt: skip
-    return pod.get("metadata", {}).get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in pod.get("status", {}).get("conditions", [])
-    )
+    return session().is_ready(name)
 
 
 def count(t: Session) -> int:
-    """The pod's /visits, and its visits file once it has caught up (within a second)."""
-    answer = Session().kubectl("exec", POD, "-c", "app", "--", "python", "-c", READ_VISITS,
-                               record=False)  # fmt: skip
-    cat = ("exec", POD, "-c", "app", "--", "cat", "/app/data/visits")
-    until("the visits file to equal /visits",
-          lambda: Session().kubectl(*cat, record=False) == answer,
-          timeout=FILE_CATCH_UP)  # fmt: skip
-    return int(t.kubectl(*cat))
+    """The pod's /visits, and its visits file once it has caught up."""
+    return t.visits(POD, container="app")
 
 
 def replica(t: Session, *, record: bool = True) -> list[tuple[float, str]]:
@@ -158,8 +137,8 @@ def pod_processes(uid: str) -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def installed() -> Session:
-    t = Session()
-    Transcript().kubectl("create", "namespace", NAMESPACE)
+    t = session()
+    Session().kubectl("create", "namespace", NAMESPACE)
     t.note("an S3-compatible store in the namespace (moto), its bucket, and the Secret")
     t.kubectl("apply", "-f", "e2e/moto/moto.yaml")
     t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
@@ -182,7 +161,7 @@ def test_install_restores_nothing_then_replicates(installed):
     visit = "import urllib.request as u\nfor _ in range(1200): u.urlopen('http://localhost:8000/')"
     t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
     total = count(t)
-    until("the replica", lambda: replica(Session(), record=False))
+    until("the replica", lambda: replica(session(), record=False))
     sidecar_log = t.kubectl("logs", POD, "-c", "litestream")
     replica(t)
     t.save("install")
@@ -192,7 +171,7 @@ def test_install_restores_nothing_then_replicates(installed):
 
 
 def test_a_graceful_loss_of_pod_and_volume_restores_the_exact_count(installed):
-    t = Session()
+    t = session()
     before = count(t)
     t.note(f"{POD} and its claim deleted after the visits stopped: the sidecar's final sync runs")
     uid, volume = lose_pod_and_volume(t, graceful=True)
@@ -227,7 +206,7 @@ def level0(objects: list[tuple[float, str]]) -> dict[int, float]:
 
 def hard_loss(t: Session, n: int) -> dict:
     """One lost node while a client counts: what was acknowledged, what came back."""
-    before = count(Session())
+    before = count(session())
     client = subprocess.Popen(
         ["kubectl", "-n", NAMESPACE, "exec", "deploy/s3", "--", "python", "-c", CLIENT],
         stdout=subprocess.PIPE, text=True,
@@ -242,7 +221,7 @@ def hard_loss(t: Session, n: int) -> dict:
         os.kill(pid, signal.SIGSTOP)
     frozen_at = time.time()
     acknowledged = sum(1 for line in list(lines) if not line.startswith("failed"))
-    at_freeze = level0(replica(Session(), record=False))
+    at_freeze = level0(replica(session(), record=False))
     names = ", ".join(sorted(set(processes.values())))
     t.note(f"round {n}: after {acknowledged} acknowledged visits, every process of {POD} stopped"
            f" at once (SIGSTOP from the node: {names}); the replica's last sync then: TXID"
@@ -258,7 +237,7 @@ def hard_loss(t: Session, n: int) -> dict:
     restored = count(t)
     sidecar = get("pod", POD)["status"]["initContainerStatuses"][1]["state"]["running"]
     sidecar_started = datetime.datetime.fromisoformat(sidecar["startedAt"]).timestamp()
-    after = level0(replica(Session(), record=False))
+    after = level0(replica(session(), record=False))
 
     acked = [(float(at), int(total)) for at, total in
              (line.split() for line in lines if not line.startswith("failed"))]  # fmt: skip
@@ -287,7 +266,7 @@ def hard_loss(t: Session, n: int) -> dict:
 
 
 def test_a_lost_node_loses_only_the_visits_after_the_last_sync(installed):
-    t = Session()
+    t = session()
     t.note("a client in the s3 pod visits app-python-0 every 0.1 s; each acknowledged visit is"
            " printed with the total it answered. Three rounds: the freeze falls at another"
            " point of the sync cycle each time")  # fmt: skip
@@ -303,7 +282,7 @@ def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed,
     while Litestream already holds the database open. The replica must follow the restored
     database: a later loss of pod and volume brings back the restored count plus what came
     after it, not the old database's."""
-    t = Session()
+    t = session()
     snapshot = tmp_path / "snapshot.sqlite3"
     backup = ["kubectl", "-n", NAMESPACE, "exec", POD, "-c", "app", "--",
               "python", "manage.py", "backup"]  # fmt: skip
@@ -335,7 +314,7 @@ def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed,
     until(f"a new {POD} on a new volume", lambda: replaced(uid, volume))
     restore_exit(t)
     after_loss = count(t)
-    sidecar_log = Session().kubectl("logs", POD, "-c", "litestream", record=False)
+    sidecar_log = session().kubectl("logs", POD, "-c", "litestream", record=False)
     t.save("snapshot")
     assert restored == taken
     assert before_loss == taken + 20

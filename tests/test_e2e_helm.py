@@ -5,24 +5,17 @@ shows under docs/transcripts/e2e-helm-*.txt, which docs/kubernetes.md quotes.
 """
 
 import hashlib
-import json
-import shlex
-import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_chart import HELM
-from tests.test_e2e import (  # skips this module off the cluster
-    FILE_CATCH_UP,
-    READ_VISITS,
-    Transcript,
-    until,
-)
+from support.cluster import Session, cluster_missing, until
+from support.tools import helm_binary
 
 pytestmark = pytest.mark.e2e
 
-if HELM is None:
+if reason := cluster_missing():
+    pytest.skip(reason, allow_module_level=True)
+if helm_binary() is None:
     pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 NAMESPACE = "app-python-helm"  # not the kustomize e2e's (default): same names, no collision
@@ -33,25 +26,13 @@ INSTALL = ("upgrade", "--install", RELEASE, "k8s/chart", "-n", NAMESPACE, "--cre
            "-f", "k8s/chart/values-local.yaml")  # fmt: skip
 
 
-class Session(Transcript):
-    """kubectl in the release's namespace, and helm, each command kept with its real output."""
-
-    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
-        return super().kubectl("-n", NAMESPACE, *args, check=check, record=record)
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([HELM, *args], capture_output=True, text=True, cwd=ROOT)
-        self.lines.append(f"$ {shlex.join(['helm', *args])}\n{result.stdout}{result.stderr}")
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
-        return result
-
-    def save(self, name: str) -> None:
-        super().save(f"helm-{name}")
+def session() -> Session:
+    """kubectl in the release's namespace, and helm; transcripts e2e-helm-NAME.txt."""
+    return Session(NAMESPACE, prefix="helm-")
 
 
 def get(*args: str) -> dict:
-    return json.loads(Session().kubectl("get", *args, "-o", "json", record=False))
+    return session().get(*args)
 
 
 def pods() -> dict[str, dict]:
@@ -59,15 +40,7 @@ def pods() -> dict[str, dict]:
 
 
 def ready_pods() -> list[str]:
-    return sorted(
-        name
-        for name, pod in pods().items()
-        if pod["metadata"].get("deletionTimestamp") is None
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in pod["status"].get("conditions", [])
-        )
-    )
+    return session().ready_pods(SELECTOR)
 
 
 def wait_ready() -> None:
@@ -75,19 +48,7 @@ def wait_ready() -> None:
 
 
 def counts(t: Session) -> dict[str, int]:
-    """Each pod's visits file, read with kubectl exec, once it equals the pod's /visits (the
-    file trails the database by up to a second after the last visit)."""
-    found = {}
-    for pod in PODS:
-        answer = Session().kubectl("exec", pod, "--", "python", "-c", READ_VISITS, record=False)
-        cat = ("exec", pod, "--", "cat", "/app/data/visits")
-
-        def caught_up(cat: tuple = cat, answer: str = answer) -> bool:
-            return Session().kubectl(*cat, record=False) == answer
-
-        until(f"{pod}'s file to equal its /visits", caught_up, timeout=FILE_CATCH_UP)
-        found[pod] = int(t.kubectl(*cat))
-    return found
+    return {pod: t.visits(pod) for pod in PODS}
 
 
 def secret_key_digest() -> str:
@@ -104,7 +65,7 @@ def revisions() -> tuple[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def installed() -> Session:
-    t = Session()
+    t = session()
     t.helm(*INSTALL)
     wait_ready()
     return t
@@ -129,7 +90,7 @@ def test_install_gives_the_kustomize_names_in_its_own_namespace(installed):
 
 
 def test_30_visits_through_the_service_add_up_to_30_across_the_pods(installed):
-    t = Session()
+    t = session()
     before = counts(t)
     t.note("30 visits to the app-python Service, sent from inside the cluster")
     visit = 'import urllib.request as u\nfor _ in range(30): u.urlopen("http://app-python/").read()'
@@ -142,8 +103,8 @@ def test_30_visits_through_the_service_add_up_to_30_across_the_pods(installed):
 
 
 def test_helm_test_passes_and_counts_nothing(installed):
-    t = Session()
-    before = counts(Session())
+    t = session()
+    before = counts(session())
     result = t.helm("test", RELEASE, "-n", NAMESPACE, "--logs")
     after = counts(t)
     t.save("test")
@@ -152,7 +113,7 @@ def test_helm_test_passes_and_counts_nothing(installed):
 
 
 def test_an_immutable_field_change_fails_with_what_to_do(installed):
-    t = Session()
+    t = session()
     generation = get("statefulset", RELEASE)["metadata"]["generation"]
     for change in ("podManagementPolicy=OrderedReady", "persistence.size=2Gi"):
         result = t.helm(*INSTALL, "--set", change, check=False)
@@ -171,8 +132,8 @@ def test_an_immutable_field_change_fails_with_what_to_do(installed):
 
 
 def test_a_canary_upgrade_replaces_only_pod_2_and_keeps_the_secret_key(installed):
-    t = Session()
-    before = counts(Session())
+    t = session()
+    before = counts(session())
     key = secret_key_digest()
     uids = {name: pod["metadata"]["uid"] for name, pod in pods().items()}
     t.helm(*INSTALL, "--set", "updateStrategy.rollingUpdate.partition=2",
@@ -205,7 +166,7 @@ def test_a_canary_upgrade_replaces_only_pod_2_and_keeps_the_secret_key(installed
 
 
 def test_uninstall_keeps_the_claims_and_a_new_install_finds_every_count(installed):
-    t = Session()
+    t = session()
     before = counts(t)
     t.helm("uninstall", RELEASE, "-n", NAMESPACE)
     until("no pods", lambda: not pods())

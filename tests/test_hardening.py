@@ -9,9 +9,10 @@ import urllib.parse
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from bench.login_flood import login_flood
 from counter.login_throttle import PASSWORD_CHECK_WAIT
-from tests.conftest import ROOT, http_request
+from support.clients import http_request
+from support.login_flood import login_flood
+from support.tools import ROOT
 
 pytestmark = pytest.mark.server
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests import hostile
-from tests.conftest import http_request
+from support import hostile
+from support.clients import http_request
 
 pytestmark = pytest.mark.server
 

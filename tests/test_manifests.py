@@ -1,9 +1,9 @@
-"""The Kubernetes manifests, proven without a cluster: rendered by kustomize, validated against
+"""The Kubernetes manifests, proven without a cluster: every render a user deploys (each
+kustomization and the chart with the same values: support.manifests.RENDERS) validated against
 the API schemas, checked by checkov and yamllint, and tested for what no validator sees."""
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,113 +12,59 @@ import yaml
 from django.urls import resolve
 
 from counter.models import VisitCounter
-from tests.conftest import APP_VERSION, ROOT
+from support.manifests import (
+    CHECKOV_CONFIG,
+    COMPONENTS,
+    KUBERNETES_VERSIONS,
+    RENDERS,
+    checkov,
+    container,
+    kustomize,
+    overlay_with_component,
+    parse,
+    render_missing,
+    statefulset,
+)
+from support.tools import APP_VERSION, ROOT
 
 pytestmark = pytest.mark.manifests
 
-OVERLAYS = ["base", "overlays/ondelete", "overlays/canary", "overlays/local"]
-COMPONENTS = ["canary", "ondelete"]
-KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # the oldest we support, the newest bundled
-KUBECTL = shutil.which("kubectl")
-CHECKOV_CONFIG = ROOT / ".checkov.yaml"
 # Where each check that .checkov.yaml skips fails without the skip: (kinds, renders), None for
 # any. The reasons are in .checkov.yaml; the chart adds the helm test Pod.
 CHECKOV_SKIPS_FAIL_ON = {
     "CKV_K8S_21": (None, None),
     "CKV_K8S_43": ({"StatefulSet", "Pod"}, None),
     "CKV_K8S_35": ({"StatefulSet"}, None),
-    "CKV_K8S_15": ({"StatefulSet", "Pod"}, {"overlays/local"}),
+    "CKV_K8S_15": ({"StatefulSet", "Pod"}, {"kustomize:local", "helm:local"}),
     "CKV_K8S_8": ({"Pod"}, None),
     "CKV_K8S_9": ({"Pod"}, None),
 }
 
 
-@pytest.fixture(scope="session")
-def k8s_tree(tmp_path_factory) -> Path:
-    """A copy of k8s/ with a throwaway secret.env: the real one is never committed."""
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed (it bundles kustomize): install kubectl")
-    tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(ROOT / "k8s", tree, ignore=shutil.ignore_patterns("secret.env"))
-    (tree / "base" / "secret.env").write_text(
-        "DJANGO_SECRET_KEY=render-test-key\nVISITS_ADMIN_PASSWORD_HASH=pbkdf2_sha256$1$s$h\n"
-    )
-    return tree
-
-
-@pytest.fixture(scope="session")
-def rendered(k8s_tree) -> dict[str, Path]:
-    files = {}
-    for overlay in OVERLAYS:
-        output = subprocess.run(
-            [KUBECTL, "kustomize", str(k8s_tree / overlay)], capture_output=True, text=True
-        )
-        assert output.returncode == 0, f"{overlay}: {output.stderr}"
-        path = k8s_tree.parent / f"{overlay.replace('/', '-')}.yaml"
-        path.write_text(output.stdout)
-        files[overlay] = path
-    return files
-
-
-def overlay_with_component(tree: Path, overlay: str, component: str) -> Path:
-    """A kustomization in `tree` (a copy of k8s/) putting a component on an overlay, as a user
-    composes them: overlays/<overlay>-<component>. tests/test_e2e.py applies local-canary and
-    local-ondelete."""
-    path = tree / "overlays" / f"{overlay}-{component}"
-    path.mkdir(exist_ok=True)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [f"../{overlay}"],
-        "components": [f"../../components/{component}"],
-    }
-    (path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    return path
-
-
-def objects(rendered: dict[str, Path], overlay: str) -> dict[tuple[str, str], dict]:
-    docs = yaml.safe_load_all(rendered[overlay].read_text())
-    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+def objects(rendered: dict[str, Path], name: str) -> dict[tuple[str, str], dict]:
+    if name not in rendered:
+        pytest.skip(render_missing(name))
+    return parse(rendered[name].read_text())
 
 
 def by_kind(objs: dict, kind: str) -> list[dict]:
     return [obj for (k, _), obj in objs.items() if k == kind]
 
 
-def statefulset(objs: dict) -> dict:
-    return objs[("StatefulSet", "app-python")]
-
-
-def container(objs: dict) -> dict:
-    return statefulset(objs)["spec"]["template"]["spec"]["containers"][0]
-
-
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and selector.items() <= labels.items()
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", RENDERS)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_validates_strictly_against_the_api_schema(rendered, checker, overlay, version):
+def test_validates_strictly_against_the_api_schema(rendered, checker, name, version):
+    objects(rendered, name)  # skips when the render's tool is missing
     result = subprocess.run(
-        [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, rendered[overlay]],
+        [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, rendered[name]],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def checkov(checker, files: list[Path], config: Path) -> dict:
-    """checkov's report on `files` with `config`, run in its folder: checkov also reads the
-    .checkov.yaml of the folder it runs in."""
-    result = subprocess.run(
-        [checker("checkov"), *(arg for path in files for arg in ("-f", path)),
-         "--framework", "kubernetes", "--skip-download", "--compact", "--output", "json",
-         "--config-file", config],
-        capture_output=True, text=True, cwd=config.parent,
-    )  # fmt: skip
-    assert result.stdout.startswith("{"), result.stdout + result.stderr
-    return json.loads(result.stdout)
 
 
 def checkov_skips() -> dict[str, str]:
@@ -139,13 +85,14 @@ def checkov_skips() -> dict[str, str]:
     return reasons
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_checkov_fails_nothing_and_ships_no_skip_annotation(rendered, checker, overlay):
-    report = checkov(checker, [rendered[overlay]], CHECKOV_CONFIG)
+@pytest.mark.parametrize("name", RENDERS)
+def test_checkov_fails_nothing_and_ships_no_skip_annotation(rendered, checker, name):
+    objs = objects(rendered, name)
+    report = checkov(checker("checkov"), [rendered[name]], CHECKOV_CONFIG)
     assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
     assert report["summary"]["passed"] > 50
     # Skips live in .checkov.yaml, not in annotations on the users' objects.
-    for obj in objects(rendered, overlay).values():
+    for obj in objs.values():
         assert "checkov.io" not in json.dumps(obj.get("metadata", {})), obj["metadata"]["name"]
 
 
@@ -158,7 +105,7 @@ def test_every_checkov_skip_has_a_reason_and_fails_only_where_it_says(rendered, 
         assert len(reason) > 40, check
     no_skips = tmp_path / "no-skips.yaml"
     no_skips.write_text("{}\n")
-    report = checkov(checker, list(rendered.values()), no_skips)
+    report = checkov(checker("checkov"), list(rendered.values()), no_skips)
     names = {str(path): name for name, path in rendered.items()}
     failed = set()
     for result in report["results"]["failed_checks"]:
@@ -187,9 +134,9 @@ def test_the_secret_env_file_is_never_committed():
     assert ignored.returncode == 0
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_statefulset_is_parallel_with_a_headless_governing_service(rendered, overlay):
-    objs = objects(rendered, overlay)
+@pytest.mark.parametrize("name", RENDERS)
+def test_statefulset_is_parallel_with_a_headless_governing_service(rendered, name):
+    objs = objects(rendered, name)
     sts = statefulset(objs)["spec"]
     assert sts["podManagementPolicy"] == "Parallel"
     assert sts["replicas"] == 3
@@ -210,25 +157,26 @@ def test_statefulset_is_parallel_with_a_headless_governing_service(rendered, ove
     }
 
 
-@pytest.mark.parametrize(
-    ("overlay", "strategy"),
-    [
-        ("base", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-        ("overlays/local", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-        ("overlays/canary", {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
-        ("overlays/ondelete", {"type": "OnDelete"}),
-    ],
-)
-def test_update_strategy(rendered, overlay, strategy):
-    sts = statefulset(objects(rendered, overlay))["spec"]
+STRATEGIES = {
+    "base": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+    "local": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+    "canary": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+    "ondelete": {"type": "OnDelete"},
+}
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_update_strategy(rendered, name):
+    strategy = STRATEGIES[name.split(":")[1]]
+    sts = statefulset(objects(rendered, name))["spec"]
     assert sts["updateStrategy"] == strategy  # OnDelete carries no rollingUpdate left behind
     partition = sts["updateStrategy"].get("rollingUpdate", {}).get("partition", 0)
     assert 0 <= partition <= sts["replicas"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pods_spread_over_nodes_yet_all_run_on_one(rendered, overlay):
-    sts = statefulset(objects(rendered, overlay))["spec"]
+@pytest.mark.parametrize("name", RENDERS)
+def test_pods_spread_over_nodes_yet_all_run_on_one(rendered, name):
+    sts = statefulset(objects(rendered, name))["spec"]
     (spread,) = sts["template"]["spec"]["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["maxSkew"] == 1
@@ -243,9 +191,7 @@ def test_a_component_on_any_overlay_changes_only_the_update_strategy(k8s_tree, c
     but for the strategy, which equals the component's on the base."""
 
     def render(path: Path) -> dict:
-        output = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True)
-        assert output.returncode == 0, output.stderr
-        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(output.stdout)}
+        return parse(kustomize(path))
 
     composed = render(overlay_with_component(k8s_tree, "local", component))
     local = render(k8s_tree / "overlays" / "local")
@@ -255,9 +201,9 @@ def test_a_component_on_any_overlay_changes_only_the_update_strategy(k8s_tree, c
     assert composed == local
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_volumes_ports_and_services_line_up(rendered, overlay):
-    objs = objects(rendered, overlay)
+@pytest.mark.parametrize("name", RENDERS)
+def test_volumes_ports_and_services_line_up(rendered, name):
+    objs = objects(rendered, name)
     sts = statefulset(objs)["spec"]
     pod = sts["template"]["spec"]
     claims = {claim["metadata"]["name"]: claim["spec"] for claim in sts["volumeClaimTemplates"]}
@@ -279,9 +225,9 @@ def test_volumes_ports_and_services_line_up(rendered, overlay):
     assert [(p["port"], p["targetPort"]) for p in client["ports"]] == [(80, "http")]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port(rendered, overlay):
-    objs = objects(rendered, overlay)
+@pytest.mark.parametrize("name", RENDERS)
+def test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port(rendered, name):
+    objs = objects(rendered, name)
     labels = statefulset(objs)["spec"]["template"]["metadata"]["labels"]
     (pdb,) = by_kind(objs, "PodDisruptionBudget")
     assert matches(pdb["spec"]["selector"]["matchLabels"], labels)
@@ -294,9 +240,9 @@ def test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port(rende
     assert ports == [{"port": "http"}]  # protocol: the default, TCP
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pod_runs_restricted_as_the_image_user(rendered, overlay):
-    objs = objects(rendered, overlay)
+@pytest.mark.parametrize("name", RENDERS)
+def test_pod_runs_restricted_as_the_image_user(rendered, name):
+    objs = objects(rendered, name)
     pod = statefulset(objs)["spec"]["template"]["spec"]
     security = pod["securityContext"]
     assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (10001,) * 3
@@ -321,13 +267,12 @@ def test_pod_runs_restricted_as_the_image_user(rendered, overlay):
     assert pod.get("terminationGracePeriodSeconds", 30) > int(graceful.group(1))
 
 
-def test_image_is_a_name_and_tag_matching_the_app_version(rendered):
-    for overlay in OVERLAYS:
-        app = container(objects(rendered, overlay))
-        assert app["image"] == f"app-python:{APP_VERSION}"
-        # .checkov.yaml skips CKV_K8S_15 (pull policy Always) for the local image only.
-        local = overlay == "overlays/local"
-        assert app["imagePullPolicy"] == ("IfNotPresent" if local else "Always")
+@pytest.mark.parametrize("name", RENDERS)
+def test_image_is_a_name_and_tag_matching_the_app_version(rendered, name):
+    app = container(objects(rendered, name))
+    assert app["image"] == f"app-python:{APP_VERSION}"
+    # .checkov.yaml skips CKV_K8S_15 (pull policy Always) for the local image only.
+    assert app["imagePullPolicy"] == ("IfNotPresent" if name.endswith(":local") else "Always")
 
 
 def test_mount_path_and_port_are_the_images(rendered):
@@ -342,10 +287,10 @@ def probes(objs: dict) -> dict[str, dict]:
     return {kind: app[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probe_paths_are_app_urls_that_count_nothing(rendered, overlay, client, db):
+@pytest.mark.parametrize("name", RENDERS)
+def test_probe_paths_are_app_urls_that_count_nothing(rendered, name, client, db):
     VisitCounter.objects.create(pk=1, total=0)
-    objs = objects(rendered, overlay)
+    objs = objects(rendered, name)
     found = probes(objs)
     assert found["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert found["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -359,8 +304,9 @@ def test_probe_paths_are_app_urls_that_count_nothing(rendered, overlay, client, 
     assert VisitCounter.objects.get().total == 0
 
 
-def test_every_environment_variable_is_read_by_the_app(rendered):
-    objs = objects(rendered, "base")
+@pytest.mark.parametrize("name", ["kustomize:base", "helm:base"])
+def test_every_environment_variable_is_read_by_the_app(rendered, name):
+    objs = objects(rendered, name)
     app = container(objs)
     names = {env["name"] for env in app.get("env", [])}
     for source in app["envFrom"]:

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import http_request
-from tests.litestream import Replicator, litestream_binary
+from support.clients import http_request
+from support.litestream import Replicator
+from support.tools import litestream_binary
 
 LITESTREAM = litestream_binary()
 

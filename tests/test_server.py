@@ -13,7 +13,7 @@ from http.cookies import SimpleCookie
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from tests.conftest import http_request, wait_for_text
+from support.clients import http_request, wait_for_text
 
 pytestmark = pytest.mark.server
 

@@ -2,33 +2,14 @@
 
 import contextlib
 import sqlite3
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from tests.conftest import ROOT, http_request
+from support.clients import http_request
+from support.servers import database_total
 
 pytestmark = pytest.mark.server
-
-
-def manage(server, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    """A management command in the server's environment, as `kubectl exec` runs one."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=server.env,
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def total_in(path) -> int:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        return db.execute("SELECT total FROM counter_visitcounter").fetchone()[0]
 
 
 def test_a_backup_while_visits_are_counted_is_a_consistent_snapshot(make_server, tmp_path):
@@ -45,7 +26,7 @@ def test_a_backup_while_visits_are_counted_is_a_consistent_snapshot(make_server,
     visitor = threading.Thread(target=visit)
     visitor.start()
     try:
-        result = manage(server, "backup")
+        result = server.manage("backup")
     finally:
         stop.set()
         visitor.join()
@@ -53,14 +34,14 @@ def test_a_backup_while_visits_are_counted_is_a_consistent_snapshot(make_server,
     assert result.stdout.startswith(b"SQLite format 3\0")  # binary-safe on stdout
     snapshot = tmp_path / "pod0.sqlite3"
     snapshot.write_bytes(result.stdout)
-    assert 5 <= total_in(snapshot) <= server.visits()
+    assert 5 <= database_total(snapshot) <= server.visits()
     assert set(answered) == {200}  # the server kept counting meanwhile
     assert not list(server.data_dir.glob("tmp*"))  # nothing left on the volume
 
     to_file = tmp_path / "out" / "copy.sqlite3"
     to_file.parent.mkdir()
-    assert manage(server, "backup", "--output", str(to_file)).returncode == 0
-    assert total_in(to_file) == server.visits()
+    assert server.manage("backup", "--output", str(to_file)).returncode == 0
+    assert database_total(to_file) == server.visits()
 
 
 def test_a_snapshot_restored_into_a_running_pod_takes_effect_at_its_next_start(make_server):
@@ -70,8 +51,8 @@ def test_a_snapshot_restored_into_a_running_pod_takes_effect_at_its_next_start(m
         pod0.get("/")
     for _ in range(3):
         pod1.get("/")
-    snapshot = manage(pod0, "backup").stdout
-    result = manage(pod1, "restore", "-", stdin=snapshot)
+    snapshot = pod0.manage("backup").stdout
+    result = pod1.manage("restore", "-", stdin=snapshot)
     assert result.returncode == 0, result.stderr
     assert b"staged a snapshot of 7 visits" in result.stdout
     assert pod1.visits() == 3  # staged only: the running server is not disturbed
@@ -82,7 +63,7 @@ def test_a_snapshot_restored_into_a_running_pod_takes_effect_at_its_next_start(m
     pod1.wait_file(7)
     assert "restored a snapshot of 7 visits" in pod1.log()
     (kept,) = pod1.data_dir.glob("db.sqlite3.replaced-*[0-9]Z")
-    assert total_in(kept) == 4  # the replaced database, with its last visit, kept aside
+    assert database_total(kept) == 4  # the replaced database, with its last visit, kept aside
     assert not (pod1.data_dir / "restore.sqlite3").exists()
 
 
@@ -100,7 +81,7 @@ def test_restore_refuses_what_is_not_this_apps_database(make_server, tmp_path, m
     server = make_server().start().wait_ready()
     bad = tmp_path / "bad.sqlite3"
     make(bad)
-    result = manage(server, "restore", str(bad))
+    result = server.manage("restore", str(bad))
     assert result.returncode == 1
     assert reason in result.stderr.decode()
     assert not (server.data_dir / "restore.sqlite3").exists()
@@ -109,13 +90,13 @@ def test_restore_refuses_what_is_not_this_apps_database(make_server, tmp_path, m
 def test_restore_refuses_a_snapshot_from_a_newer_schema(make_server, tmp_path):
     server = make_server().start().wait_ready()
     newer = tmp_path / "newer.sqlite3"
-    newer.write_bytes(manage(server, "backup").stdout)
+    newer.write_bytes(server.manage("backup").stdout)
     with contextlib.closing(sqlite3.connect(newer)) as db, db:
         db.execute(
             "INSERT INTO django_migrations (app, name, applied)"
             " VALUES ('counter', '9999_from_the_future', '2030-01-01')"
         )
-    result = manage(server, "restore", str(newer))
+    result = server.manage("restore", str(newer))
     assert result.returncode == 1
     assert "comes from a newer version of the app (migrations 9999_from_the_future)" in (
         result.stderr.decode()

@@ -2,7 +2,7 @@
 
 Standard library only, so it also runs inside a pod (`kubectl exec -i POD -- python - ...`).
 
-    python tests/hostile.py HOST:PORT [--seconds 60] [--slow 200] [--idle 200] [--slow-posts 20]
+    python support/hostile.py HOST:PORT [--seconds 60] [--slow 200] [--idle 200] [--slow-posts 20]
 
 - slowloris: `GET /?slow=N HTTP/1.1`, then one header line every 5 s, never the blank line;
 - idle: connect and send nothing;

@@ -1,21 +1,21 @@
-"""The one harness for tests and `make bench`: real `manage.py serve` processes on 127.0.0.1,
-free ports, HTTP requests, collected static files and the app's version."""
+"""Real `manage.py serve` processes on 127.0.0.1, on free ports, with collected static files."""
 
+import contextlib
 import http.client
 import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.clients import http_request, wait_for_file
+from support.tools import ROOT
+
 SECRET_KEY = "server-tests-key-not-secret"
-APP_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def collectstatic() -> None:
@@ -44,48 +44,6 @@ def free_port() -> int:
                 continue
             return port
     raise OSError(f"no free port between 10000 and {low}")
-
-
-def http_request(
-    port: int,
-    path: str,
-    *,
-    method: str = "GET",
-    headers: dict | None = None,
-    body: bytes | str = b"",
-    timeout: float = 30,
-    source: str = "127.0.0.1",
-) -> tuple[int, bytes, http.client.HTTPResponse]:
-    """One request on a new connection (so the kernel hands it to any worker), sent from
-    `source`: any 127.x address reaches the server as another client."""
-    connection = http.client.HTTPConnection(
-        "127.0.0.1", port, timeout=timeout, source_address=(source, 0)
-    )
-    try:
-        connection.request(method, path, body=body or None, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read(), response
-    finally:
-        connection.close()
-
-
-def wait_for_text(read: Callable[[], str], expected: str, what: str, timeout: float = 1.0) -> None:
-    """A visits file must read `expected` within `timeout` s: the app's promise after the last
-    visit (it trails the database by about 0.25 s)."""
-    deadline = time.monotonic() + timeout
-    while (text := read()) != expected:
-        assert time.monotonic() < deadline, f"{what} holds {text!r}, not {expected!r}"
-        time.sleep(0.01)
-
-
-def wait_for_file(path: Path, expected: str) -> None:
-    def read() -> str:
-        try:
-            return path.read_text()
-        except FileNotFoundError:
-            return "(no file)"
-
-    wait_for_text(read, expected, str(path))
 
 
 class Server:
@@ -186,3 +144,21 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def manage(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+        """A management command in the server's environment, as `kubectl exec` runs one."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+def database_total(path: Path) -> int:
+    """The total in a database file, which must pass SQLite's integrity check."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return db.execute("SELECT total FROM counter_visitcounter").fetchone()[0]

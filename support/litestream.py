@@ -1,34 +1,18 @@
-"""Litestream beside a server, for tests/test_replication.py and `make bench`: the binary that
-scripts/litestream.sh builds, `litestream replicate` with a file replica, and the count that a
-`litestream restore` of that replica holds."""
+"""Litestream beside a server, for tests/test_replication.py and `make bench`: `litestream
+replicate` (the binary support.tools.litestream_binary() finds) with a file replica, and the
+count that a `litestream restore` of that replica holds."""
 
 import contextlib
-import os
 import re
 import signal
 import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.harness import ROOT
-
-VERSION = re.search(
-    r"^LITESTREAM_VERSION=(\S+)", (ROOT / "scripts" / "litestream.sh").read_text(), re.M
-)[1]
 # Litestream's debug lines for a sync that found the WAL changed behind its back (restarted,
 # truncated or overwritten by another connection's checkpoint) and had to snapshot the whole
 # database: the sign that the app's checkpoints fight the replicator.
 RESNAPSHOT = re.compile(r"reason=\"?(wal |full or restart|last page)")
-
-
-def litestream_binary() -> Path | None:
-    """$LITESTREAM, else where scripts/litestream.sh caches its build; None when not built."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = Path(
-        os.environ.get("LITESTREAM")
-        or cache / "app-python" / f"litestream-{VERSION}" / "litestream"
-    )
-    return path if os.access(path, os.X_OK) else None
 
 
 class Replicator:

@@ -1,0 +1,136 @@
+"""kubectl and helm against the project's cluster (`make e2e`), each command kept with its
+real output for the transcripts under docs/transcripts/, and the waits and readings that the
+e2e tests share."""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+
+from support.tools import ROOT, helm_binary
+
+TRANSCRIPTS = ROOT / "docs" / "transcripts"
+VISITS_FILE = "/app/data/visits"
+# The file trails the database by up to a second after the last visit (the server tests hold
+# it to that second); here each kubectl exec takes a good part of a second itself.
+FILE_CATCH_UP = 5.0
+READ_VISITS = (
+    "import urllib.request as u;"
+    " print(u.urlopen('http://localhost:8000/visits').read().decode(), end='')"
+)
+
+
+def cluster_missing() -> str | None:
+    """Why the e2e tests cannot run here, or None on the project's cluster."""
+    if not os.environ.get("KUBECONFIG", "").endswith(".cluster/kubeconfig"):
+        return "needs the project's cluster: run `make e2e`"
+    return None
+
+
+class Session:
+    """kubectl (in `namespace`, if given) and helm; each command and its real output are kept,
+    as a terminal shows them, unless record=False, and saved as docs/transcripts/e2e-NAME.txt
+    (with `prefix` before NAME)."""
+
+    def __init__(self, namespace: str | None = None, *, prefix: str = "") -> None:
+        self.namespace = namespace
+        self.prefix = prefix
+        self.lines: list[str] = []
+
+    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
+        where = ["-n", self.namespace] if self.namespace else []
+        result = subprocess.run(["kubectl", *where, *args], capture_output=True, text=True)
+        if record:
+            self.lines.append(f"$ {shlex.join(['kubectl', *where, *args])}\n"
+                              f"{result.stdout}{result.stderr}")  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {shlex.join(args)}: {result.stderr}")
+        return result.stdout
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, cwd=ROOT)
+        self.lines.append(f"$ {shlex.join(['helm', *args])}\n{result.stdout}{result.stderr}")
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {shlex.join(args)}: {result.stderr}")
+        return result
+
+    def get(self, *args: str) -> dict:
+        """`kubectl get ARGS -o json`, not recorded."""
+        return json.loads(self.kubectl("get", *args, "-o", "json", record=False))
+
+    def python(self, pod: str, code: str, *, container: str | None = None,
+               record: bool = True) -> str:  # fmt: skip
+        """Run Python in a pod (the image has no curl): requests from inside the cluster."""
+        chosen = ["-c", container] if container else []
+        return self.kubectl("exec", pod, *chosen, "--", "python", "-c", code, record=record)
+
+    def note(self, text: str) -> None:
+        self.lines.append(f"# {text}\n")
+
+    def save(self, name: str) -> None:
+        TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
+        (TRANSCRIPTS / f"e2e-{self.prefix}{name}.txt").write_text("".join(self.lines))
+
+    def quiet(self) -> "Session":
+        """A session in the same namespace whose commands go into no transcript."""
+        return Session(self.namespace)
+
+    def ready_pods(self, selector: str) -> list[str]:
+        """The names of the pods matching `selector` that are ready and not being deleted."""
+        pods = self.get("pods", "-l", selector)["items"]
+        return sorted(pod["metadata"]["name"] for pod in pods if pod_ready(pod))
+
+    def is_ready(self, name: str) -> bool:
+        """Pod `name` exists, is ready and is not being deleted."""
+        found = self.kubectl("get", "pod", name, "--ignore-not-found", "-o", "json", record=False)
+        return bool(found) and pod_ready(json.loads(found))
+
+    def uid(self, pod: str) -> str:
+        return self.get("pod", pod)["metadata"]["uid"]
+
+    def visits(self, pod: str, *, container: str | None = None) -> int:
+        """The pod's visits file, read with kubectl exec (recorded), once it equals the pod's
+        /visits; retried unrecorded while it trails, for at most FILE_CATCH_UP seconds."""
+        quiet = self.quiet()
+        answer = quiet.python(pod, READ_VISITS, container=container, record=False)
+        chosen = ["-c", container] if container else []
+        cat = ("exec", f"pod/{pod}", *chosen, "--", "cat", VISITS_FILE)
+        until(f"{pod}'s visits file to equal its /visits ({answer})",
+              lambda: quiet.kubectl(*cat, record=False) == answer,
+              timeout=FILE_CATCH_UP)  # fmt: skip
+        text = self.kubectl(*cat)
+        assert text == answer, (pod, text, answer)
+        return int(text)
+
+
+def pod_ready(pod: dict) -> bool:
+    return pod["metadata"].get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+# What a check raises while the object it reads is missing or half made: a pod between its
+# deletion and its replacement (KeyError), a status or label not written yet (KeyError,
+# TypeError, IndexError), kubectl's NotFound or a refused connection (AssertionError from
+# Session.kubectl), output cut short (ValueError from json). Each means "not yet".
+NOT_YET = (LookupError, TypeError, ValueError, AttributeError, AssertionError)
+
+
+def until(what: str, check: Callable[[], object], timeout: float = 180) -> None:
+    """Wait for check() to hold, asking every 0.5 s; a check that raises one of NOT_YET has
+    not held yet. At the timeout, fail with `what` and the last error the check raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error = None
+        try:
+            if check():
+                return
+        except NOT_YET as raised:
+            error = raised
+        if time.monotonic() >= deadline:
+            last = f"; the last check raised {error!r}" if error else ""
+            raise AssertionError(f"gave up waiting for {what} after {timeout:g} s{last}")
+        time.sleep(0.5)

@@ -1,7 +1,7 @@
 """Settings for the visits site: one module, configured from the environment.
 
 `DJANGO_*` variables are Django's own knobs, `VISITS_*` are the app's, `POD_NAME` comes from the
-Kubernetes downward API. The README's configuration table lists every variable.
+Kubernetes downward API. docs/configuration.md lists every variable.
 """
 
 import os

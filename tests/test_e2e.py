@@ -66,8 +66,11 @@ def test_statefulset_pods_volumes_and_services(deployed):
     output = t.kubectl("get", "po,sts,svc,pvc")
     t.save("get")
     assert ready_pods() == PODS
-    sts = kubectl_json("get", "statefulset", "app-python")
-    assert sts["status"]["readyReplicas"] == 3
+
+    def status() -> dict:  # the StatefulSet's status follows its pods' a moment later
+        return kubectl_json("get", "statefulset", "app-python")["status"]
+
+    until("the StatefulSet to count 3 ready replicas", lambda: status()["readyReplicas"] == 3)
     claims = kubectl_json("get", "pvc")["items"]
     assert sorted(c["metadata"]["name"] for c in claims if c["status"]["phase"] == "Bound") == [
         f"data-{pod}" for pod in PODS

@@ -235,8 +235,13 @@ def hard_loss(t: Session, n: int) -> dict:
     t.kubectl("get", f"pod/{POD}", f"pvc/{CLAIM}")
     restore_exit(t)
     restored = count(t)
-    sidecar = get("pod", POD)["status"]["initContainerStatuses"][1]["state"]["running"]
-    sidecar_started = datetime.datetime.fromisoformat(sidecar["startedAt"]).timestamp()
+
+    def sidecar_started() -> float:
+        running = get("pod", POD)["status"]["initContainerStatuses"][1]["state"]["running"]
+        return datetime.datetime.fromisoformat(running["startedAt"]).timestamp()
+
+    until("the sidecar's status to say it runs", sidecar_started)
+    started = sidecar_started()
     after = level0(replica(session(), record=False))
 
     acked = [(float(at), int(total)) for at, total in
@@ -257,7 +262,7 @@ def hard_loss(t: Session, n: int) -> dict:
     # No final sync from the frozen pod: every sync after the freeze is the new sidecar's (the
     # store keeps whole seconds).
     assert at_freeze.items() <= after.items()
-    assert all(at >= int(sidecar_started) for txid, at in after.items() if txid not in at_freeze)
+    assert all(at >= int(started) for txid, at in after.items() if txid not in at_freeze)
     # The replica holds a prefix of what the pod committed: never more than the visits sent
     # (the last one may have committed unacknowledged), never less than before the round.
     assert before <= restored <= last_total + 1

@@ -9,7 +9,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.tools import ROOT
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Wherever the test modules live under these folders (counter/tests/, tests/, or packages
 # that replace them), a test keeps its name.

@@ -19,7 +19,8 @@ set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/e2e/go.mod")  # one source: go.mod
-COREDNS_VERSION=v1.12.4
+# shellcheck source=scripts/versions.env
+source "$ROOT/scripts/versions.env"  # COREDNS_VERSION
 DIR=$ROOT/.cluster
 BIN=$DIR/bin
 PKI=$DIR/pki

@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= app-python:$(VERSION)
+# HELM_VERSION, LITESTREAM_VERSION, ...: the tools' versions, one place for the scripts and tests.
+include scripts/versions.env
 # The backup sidecar's image (the chart's backup.image) and the e2e's S3 store, both built here.
-LITESTREAM_IMAGE := app-python-litestream:$(shell sed -n 's/^LITESTREAM_VERSION=//p' scripts/litestream.sh)
+LITESTREAM_IMAGE := app-python-litestream:$(LITESTREAM_VERSION)
 MOTO_IMAGE := app-python-moto:$(shell sed -n 's/^moto\[server\]==//p' e2e/moto/requirements.txt)
 # The image's org.opencontainers.image.source label: this clone's remote, when it has one.
 SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),unknown)
@@ -58,7 +60,7 @@ manifests: $(BIN)/activate .venv-checks/bin/activate
 
 # Helm v4 built from the Go module proxy, cached outside the clone (~/.cache/app-python/).
 helm:
-	bash scripts/helm.sh
+	bash scripts/go-tool.sh helm
 
 # The kustomize base is the chart's render (k8s/chart is the one source): run after editing it.
 k8s-base:
@@ -81,7 +83,7 @@ bench: $(BIN)/activate
 
 # Litestream v0.5 built from the Go module proxy, cached outside the clone (~/.cache/app-python/).
 litestream:
-	bash scripts/litestream.sh
+	bash scripts/go-tool.sh litestream
 
 # Its image for the chart's backup sidecar (scripts/litestream.Dockerfile).
 litestream-image:

@@ -19,7 +19,9 @@ set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/e2e/go.mod")  # one source: go.mod
-COREDNS_VERSION=v1.12.4
+# shellcheck source=scripts/versions.env
+source "$ROOT/scripts/versions.env"  # COREDNS_VERSION
+CONFIG=$ROOT/e2e/config     # the configuration files `up` fills in and applies
 DIR=$ROOT/.cluster
 BIN=$DIR/bin
 PKI=$DIR/pki
@@ -31,6 +33,7 @@ NODE=node
 NODE_IP=10.250.0.1          # an extra address on lo: local, never leaves this machine
 POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
+# shellcheck disable=SC2034  # read through ${DNS_IP} in e2e/config (kubelet, CoreDNS)
 DNS_IP=10.96.0.10
 CONTAINERD_SOCK=$RUN/containerd.sock
 PV_COUNT=16                 # data-app-python-0..2 in two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 6 for the backup test (one pod, its volume lost five times), one spare
@@ -39,6 +42,17 @@ export KUBECONFIG=$DIR/kubeconfig
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+config() {  # config FILE: e2e/config/FILE, each ${NAME} in it replaced by this script's $NAME
+  local text name
+  text=$(<"$CONFIG/$1")
+  # shellcheck disable=SC2016  # a literal ${NAME}
+  for name in $(grep -o '\${[A-Z_][A-Z0-9_]*}' <<<"$text" | sort -u | tr -d '${}'); do
+    [[ -v $name ]] || { log "e2e/config/$1 names \${$name}, which this script does not set" >&2; return 1; }
+    text=${text//"\${$name}"/"${!name}"}
+  done
+  printf '%s\n' "$text"
+}
 
 build() {
   # Built binaries are kept outside the clone too, so a later run on this machine (CI's fresh
@@ -98,18 +112,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 pki() {
   [[ -f $PKI/ca.crt ]] && return
-  cat >"$DIR/kubeadm.yaml" <<EOF
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: InitConfiguration
-localAPIEndpoint: {advertiseAddress: $NODE_IP, bindPort: 6443}
-nodeRegistration: {name: $NODE}
----
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-kubernetesVersion: $K8S_VERSION
-certificatesDir: $PKI
-networking: {podSubnet: $POD_CIDR, serviceSubnet: $SERVICE_CIDR, dnsDomain: cluster.local}
-EOF
+  config kubeadm.yaml >"$DIR/kubeadm.yaml"
   kubeadm init phase certs all --config "$DIR/kubeadm.yaml" >/dev/null
   kubeadm init phase kubeconfig all --config "$DIR/kubeadm.yaml" --kubeconfig-dir "$DIR" >/dev/null
 }
@@ -118,10 +121,8 @@ images() {  # the node's images, built with podman from binaries made here
   local context
   context=$(mktemp -d)
   cp "$BIN/pause" "$BIN/coredns" "$context/"
-  printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$context/Containerfile.pause"
-  printf 'FROM scratch\nCOPY coredns /coredns\nENTRYPOINT ["/coredns"]\n' >"$context/Containerfile.coredns"
-  podman build -q -f "$context/Containerfile.pause" -t localhost/pause:local "$context" >/dev/null
-  podman build -q -f "$context/Containerfile.coredns" -t localhost/coredns:local "$context" >/dev/null
+  podman build -q -f "$CONFIG/pause.Containerfile" -t localhost/pause:local "$context" >/dev/null
+  podman build -q -f "$CONFIG/coredns.Containerfile" -t localhost/coredns:local "$context" >/dev/null
   rm -rf "$context"
   load localhost/pause:local
   load localhost/coredns:local
@@ -155,6 +156,15 @@ up() {
   # admin.conf relies on a binding that only `kubeadm init` creates; super-admin is system:masters.
   cp "$DIR/super-admin.conf" "$DIR/kubeconfig"
 
+  control_plane
+  container_runtime
+  node_agents
+  addons
+  log "ready: export KUBECONFIG=$DIR/kubeconfig; kubectl get nodes"
+  kubectl get nodes -o wide
+}
+
+control_plane() {  # etcd, kube-apiserver (waited for), kube-controller-manager, kube-scheduler
   log "etcd, kube-apiserver"
   start etcd etcd --data-dir "$VAR/etcd" --name "$NODE" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -192,58 +202,20 @@ up() {
   start kube-scheduler kube-scheduler --kubeconfig "$DIR/scheduler.conf" \
     --authentication-kubeconfig "$DIR/scheduler.conf" \
     --authorization-kubeconfig "$DIR/scheduler.conf" --leader-elect=false --bind-address 127.0.0.1
+}
 
+container_runtime() {  # containerd with bridge CNI, and the node's images in it
   log "containerd (runc, cgroupfs, bridge CNI)"
-  cat >"$DIR/cni/10-bridge.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "app-python-cluster", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}},
-  {"type": "loopback"}]}
-EOF
-  cat >"$DIR/containerd.toml" <<EOF
-version = 2
-root = "$VAR/containerd"
-state = "$RUN/containerd"
-[grpc]
-  address = "$CONTAINERD_SOCK"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "localhost/pause:local"
-  # This sandbox forbids lowering oom_score_adj, even as root, and the kubelet asks -998 for
-  # every pod sandbox: runc then fails ("can't get final child's PID from pipe"). Clamp to
-  # containerd's own score, as rootless setups do.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$DIR/cni"
-EOF
+  cp "$CONFIG/10-bridge.conflist" "$DIR/cni/"
+  config containerd.toml >"$DIR/containerd.toml"
   start containerd containerd --config "$DIR/containerd.toml"
   wait_for 30 "containerd" ctr_ version
   images
+}
 
+node_agents() {  # kubelet and kube-proxy, until the node is Ready
   log "kubelet, kube-proxy"
-  cat >"$DIR/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-cgroupDriver: cgroupfs
-containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-failSwapOn: false
-clusterDNS: [$DNS_IP]
-clusterDomain: cluster.local
-authentication:
-  x509: {clientCAFile: $PKI/ca.crt}
-  webhook: {enabled: true}
-  anonymous: {enabled: false}
-authorization: {mode: Webhook}
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
-imageGCHighThresholdPercent: 100
-serializeImagePulls: false
-EOF
+  config kubelet.yaml >"$DIR/kubelet.yaml"
   start kubelet kubelet --config "$DIR/kubelet.yaml" --kubeconfig "$DIR/kubelet.conf" \
     --root-dir "$VAR/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP"
   start kube-proxy kube-proxy --kubeconfig "$DIR/super-admin.conf" --hostname-override "$NODE" \
@@ -255,44 +227,24 @@ EOF
   # (exec, logs, port-forward).
   kubectl create clusterrolebinding apiserver-kubelet-client --clusterrole system:kubelet-api-admin \
     --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+}
 
+addons() {  # CoreDNS and the PersistentVolumes
   log "CoreDNS, storage"
-  kubectl apply -f "$ROOT/e2e/coredns.yaml" >/dev/null
+  config coredns.yaml | kubectl apply -f - >/dev/null
   storage | kubectl apply -f - >/dev/null
   kubectl -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
-  log "ready: export KUBECONFIG=$DIR/kubeconfig; kubectl get nodes"
-  kubectl get nodes -o wide
 }
 
 storage() {  # a default StorageClass with static hostPath PersistentVolumes
-  cat <<EOF
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: local-hostpath
-  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: WaitForFirstConsumer
-EOF
+  cat "$CONFIG/storageclass.yaml"
+  local n PV
   for ((n = 0; n < PV_COUNT; n++)); do
+    PV=pv$n
     # hostPath ignores fsGroup: the directory is made writable for the app's group here.
-    install -d -o 0 -g 10001 -m 2775 "$VAR/pv/pv$n"
-    cat <<EOF
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: pv$n}
-spec:
-  storageClassName: local-hostpath
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {path: $VAR/pv/pv$n, type: Directory}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-        - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE]}]
-EOF
+    install -d -o 0 -g 10001 -m 2775 "$VAR/pv/$PV"
+    echo ---
+    config persistentvolume.yaml
   done
 }
 

@@ -1,24 +1,13 @@
 #!/usr/bin/env bash
-# Helm is not packaged for this machine: build it from the Go module proxy, once, and keep the
-# binary outside the clone (like e2e/cluster.sh's), so a fresh clone (CI's) reuses it.
+# Helm, built by scripts/go-tool.sh (once, cached outside the clone).
 #
-#   scripts/helm.sh                 build if missing, print the binary's path (make helm)
+#   scripts/helm.sh                 build if missing, print the binary's path
 #   scripts/helm.sh kustomize-base  the chart rendered as k8s/base/app-python.yaml (make k8s-base)
 #   scripts/helm.sh ARGS...         run helm with ARGS
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HELM_VERSION=v4.3.1
-# HELM=/path/to/helm uses that one instead (the tests pass the one they found).
-HELM=${HELM:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/helm-$HELM_VERSION/helm}
-
-if [[ ! -x $HELM ]]; then
-  echo "[helm] building Helm $HELM_VERSION into ${HELM%/*} (the first time: about 3 minutes)" >&2
-  # Without the -X, `helm version` reports no version and chart kubeVersion checks misfire.
-  GOBIN=${HELM%/*} go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
-fi
+HELM=$(bash "$ROOT/scripts/go-tool.sh" helm)
 
 case ${1:-} in
   "") echo "$HELM" ;;

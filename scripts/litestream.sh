@@ -1,26 +1,17 @@
 #!/usr/bin/env bash
-# Litestream (continuous replication of SQLite to S3) is not packaged for this machine: build it
-# from the Go module proxy, once, and keep the binary outside the clone (like scripts/helm.sh's),
-# so a fresh clone (CI's) reuses it. It needs cgo and links libc dynamically.
+# Litestream (continuous replication of SQLite to S3), built by scripts/go-tool.sh (once, cached
+# outside the clone).
 #
-#   scripts/litestream.sh            build if missing, print the binary's path (make litestream)
+#   scripts/litestream.sh            build if missing, print the binary's path
 #   scripts/litestream.sh image      build it if missing, then its image (make litestream-image):
 #                                    scripts/litestream.Dockerfile, tagged app-python-litestream:VERSION
 #   scripts/litestream.sh ARGS...    run litestream with ARGS
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LITESTREAM_VERSION=v0.5.18
-# Its go.mod asks for a newer Go than the machine's; the module proxy serves that toolchain.
-GO_TOOLCHAIN=go1.27.3
-LITESTREAM=${LITESTREAM:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/litestream-$LITESTREAM_VERSION/litestream}
-
-if [[ ! -x $LITESTREAM ]]; then
-  echo "[litestream] building Litestream $LITESTREAM_VERSION into ${LITESTREAM%/*} (the first time: about 4 minutes)" >&2
-  GOTOOLCHAIN=$GO_TOOLCHAIN GOBIN=${LITESTREAM%/*} CGO_ENABLED=1 go install -trimpath \
-    -ldflags "-s -w -X main.Version=$LITESTREAM_VERSION" \
-    "github.com/benbjohnson/litestream/cmd/litestream@$LITESTREAM_VERSION"
-fi
+# shellcheck source=scripts/versions.env
+source "$ROOT/scripts/versions.env"
+LITESTREAM=$(bash "$ROOT/scripts/go-tool.sh" litestream)
 
 case ${1:-} in
   "") echo "$LITESTREAM" ;;

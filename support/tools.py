@@ -16,7 +16,7 @@ def _versions() -> dict[str, str]:
 
 
 VERSIONS = _versions()
-# Where scripts/helm.sh and scripts/litestream.sh keep what they build.
+# Where scripts/go-tool.sh keeps what it builds (Helm, Litestream).
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "app-python"
 
 

@@ -24,7 +24,7 @@ from support.manifests import (
     statefulset,
 )
 from support.manifests import helm as run_helm
-from support.tools import ROOT, helm_binary
+from support.tools import APP_VERSION, ROOT, VERSIONS, helm_binary
 
 pytestmark = pytest.mark.manifests
 
@@ -69,8 +69,7 @@ def test_the_kustomize_base_is_the_charts_render():
 
 def test_the_chart_is_the_apps_version():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert chart["appVersion"] == version.group(1)
+    assert chart["appVersion"] == APP_VERSION
     assert chart["kubeVersion"] == ">=1.30.0-0"
     assert min(KUBERNETES_VERSIONS) == "1.30.0"  # the oldest the renders are validated against
     too_old = helm("template", "app-python", str(CHART), "--kube-version", "1.29.9", check=False)
@@ -349,7 +348,7 @@ def test_backup_on_restores_then_replicates_each_pod_to_its_own_path():
     assert volumes["litestream"]["configMap"]["name"] == "app-python-litestream"
     app = container(objs)
     for litestream in (restore, sidecar):
-        assert litestream["image"] == "app-python-litestream:v0.5.18"
+        assert litestream["image"] == f"app-python-litestream:{VERSIONS['LITESTREAM_VERSION']}"
         assert litestream["securityContext"] == app["securityContext"]
         assert {"requests", "limits"} <= set(litestream["resources"])
         mounts = {m["mountPath"]: m for m in litestream["volumeMounts"]}
@@ -364,9 +363,9 @@ def test_backup_on_restores_then_replicates_each_pod_to_its_own_path():
             "AWS_SECRET_ACCESS_KEY": {
                 "secretKeyRef": {"name": "visits-s3", "key": "AWS_SECRET_ACCESS_KEY"}},
         }  # fmt: skip
-    # Its version is the one scripts/litestream.sh builds, and the image's tag.
-    script = (ROOT / "scripts" / "litestream.sh").read_text()
-    assert "LITESTREAM_VERSION=v0.5.18" in script
+    # The image's tag is the version scripts/litestream.sh builds (scripts/versions.env).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["backup"]["image"]["tag"] == VERSIONS["LITESTREAM_VERSION"]
 
 
 def test_backup_settings_reach_the_config_and_roll_the_pods():

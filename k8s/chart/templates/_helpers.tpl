@@ -75,6 +75,67 @@ capabilities:
 {{- end }}
 
 {{/*
+Values the schema (values.schema.json) cannot judge, refused before anything is applied: every
+app-python.validateValues.* check prints its message or nothing, and the chart fails once with
+all of them (Bitnami's validateValues).
+*/}}
+{{- define "app-python.validateValues" -}}
+{{- $messages := list (include "app-python.validateValues.immutableFields" .) | compact }}
+{{- if $messages }}
+{{- fail (printf "\n%s" (join "\n\n" $messages)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the values would change on the live StatefulSet that the API server refuses to (its
+immutable fields), and what to do instead. Nothing on install, or under `helm template`.
+*/}}
+{{- define "app-python.validateValues.immutableFields" -}}
+{{- $fullname := include "app-python.fullname" . }}
+{{- $live := lookup "apps/v1" "StatefulSet" .Release.Namespace $fullname }}
+{{- if $live }}
+{{- $claim := index $live.spec.volumeClaimTemplates 0 }}
+{{- $changed := list }}
+{{- if ne $live.spec.podManagementPolicy .Values.podManagementPolicy }}
+{{- $changed = append $changed (printf "podManagementPolicy (%s -> %s)" $live.spec.podManagementPolicy .Values.podManagementPolicy) }}
+{{- end }}
+{{- if ne (include "app-python.bytes" $claim.spec.resources.requests.storage) (include "app-python.bytes" .Values.persistence.size) }}
+{{- $changed = append $changed (printf "persistence.size (%s -> %s)" $claim.spec.resources.requests.storage .Values.persistence.size) }}
+{{- end }}
+{{- if ne (toJson $claim.spec.accessModes) (toJson .Values.persistence.accessModes) }}
+{{- $changed = append $changed "persistence.accessModes" }}
+{{- end }}
+{{- if and .Values.persistence.storageClass (ne (default "" $claim.spec.storageClassName) (ternary "" .Values.persistence.storageClass (eq .Values.persistence.storageClass "-"))) }}
+{{- $changed = append $changed "persistence.storageClass" }}
+{{- end }}
+{{- if $changed }}
+{{- printf `%s cannot change on the live StatefulSet %s/%s: the API server refuses it (immutable field). Keep the old value, or delete the StatefulSet but not its pods and claims, then upgrade again; the new StatefulSet adopts the pods and their volumes:
+  kubectl delete statefulset %s -n %s --cascade=orphan
+  helm upgrade %s ... (same values)
+A new persistence size or class applies to new claims only: existing claims keep theirs.` (join ", " $changed) .Release.Namespace $fullname $fullname .Release.Namespace .Release.Name }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The sha256 of templates' renders, for the annotations that roll the pods when one changes:
+(list $ "a.yaml" "b.yaml"). The renders are joined as Helm joins documents, and an empty one
+(an object turned off) is left out: the ConfigMaps, one file each, keep the checksum they had
+as one file, and an upgrade to this chart rolls no pod.
+*/}}
+{{- define "app-python.checksum" -}}
+{{- $root := first . }}
+{{- $renders := list }}
+{{- range rest . }}
+{{- $render := include (print $root.Template.BasePath "/" .) $root }}
+{{- if trim $render }}
+{{- $renders = append $renders $render }}
+{{- end }}
+{{- end }}
+{{- join "---" $renders | sha256sum }}
+{{- end }}
+
+{{/*
 A storage quantity in bytes, to compare the values' size with the live claim template's: the
 API server answers quantities in canonical form (1024Mi comes back as 1Gi).
 */}}

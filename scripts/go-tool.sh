@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Helm and Litestream are not packaged for this machine: build one from the Go module proxy, once,
+# at the version scripts/versions.env names, and keep the binary outside the clone (like
+# e2e/cluster.sh's), so a fresh clone (CI's) reuses it. Prints the binary's path.
+#
+#   scripts/go-tool.sh helm|litestream
+#
+# HELM=/path or LITESTREAM=/path uses that binary instead (the tests pass the one they found).
+set -o errexit -o nounset -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/versions.env
+source "$ROOT/scripts/versions.env"
+
+name=${1:?usage: scripts/go-tool.sh helm|litestream}
+build=(env)
+case $name in
+  helm)
+    version=$HELM_VERSION minutes=3 package=helm.sh/helm/v4/cmd/helm
+    # Without it, `helm version` reports no version and chart kubeVersion checks misfire.
+    ldflags="-X helm.sh/helm/v4/internal/version.version=$version" ;;
+  litestream)
+    version=$LITESTREAM_VERSION minutes=4 package=github.com/benbjohnson/litestream/cmd/litestream
+    ldflags="-X main.Version=$version"
+    # It needs cgo (SQLite) and links libc dynamically.
+    build+=(GOTOOLCHAIN="$LITESTREAM_GO_TOOLCHAIN" CGO_ENABLED=1) ;;
+  *) echo "scripts/go-tool.sh: no recipe for '$name' (helm, litestream)" >&2; exit 2 ;;
+esac
+override=${name^^}
+binary=${!override:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/$name-$version/$name}
+
+if [[ ! -x $binary ]]; then
+  echo "[$name] building $name $version into ${binary%/*} (the first time: about $minutes minutes)" >&2
+  "${build[@]}" GOBIN="${binary%/*}" go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
+fi
+echo "$binary"

@@ -3,7 +3,7 @@ from django.db.backends.signals import connection_created
 
 
 def _wait_cooperatively(sender: object, connection: object, **kwargs: object) -> None:
-    from counter.locks import sqlite_retry_wrapper
+    from counter.store.locks import sqlite_retry_wrapper
 
     if sqlite_retry_wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.append(sqlite_retry_wrapper)

@@ -15,7 +15,7 @@ from counter.chart import cluster_chart_svg
 from counter.health import readiness_problem
 from counter.home_page import home_page_html
 from counter.peers import cluster_counts
-from counter.visits import visit_record, visits_current, visits_past_days, visits_total
+from counter.store.visits import visit_record, visits_current, visits_past_days, visits_total
 
 TEXT = "text/plain; charset=utf-8"
 

@@ -50,7 +50,8 @@ VISITS_DATA_DIR = Path(os.environ.get("VISITS_DATA_DIR", BASE_DIR / "data")).abs
 VISITS_DATABASE = VISITS_DATA_DIR / "db.sqlite3"
 # `serve` starts gunicorn with this set, once `prepare` has made the database: the server's
 # connections then open an existing file only, so a database deleted under a running server is
-# not re-created empty beside the one its older connections still use (counter/data_files.py).
+# not re-created empty beside the one its older connections still use
+# (counter/store/data_files.py).
 VISITS_DATABASE_MUST_EXIST = _env_flag("VISITS_DATABASE_MUST_EXIST")
 
 # NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
@@ -134,7 +135,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": {
-        "ENGINE": "counter.sqlite",  # Django's, checking the files first (data_files.py)
+        "ENGINE": "counter.store.sqlite",  # Django's, checking the files first (data_files.py)
         "NAME": (
             f"file:{urllib.parse.quote(str(VISITS_DATABASE))}?mode=rw"
             if VISITS_DATABASE_MUST_EXIST
@@ -147,7 +148,7 @@ DATABASES = {
             # locked" instead of waiting for the lock.
             "transaction_mode": "IMMEDIATE",
             # SQLite does not wait for its lock: its busy handler would stall every connection
-            # of a gevent worker. counter/locks.py retries instead, cooperatively, for 5 s.
+            # of a gevent worker. counter/store/locks.py retries instead, cooperatively, for 5 s.
             "timeout": 0,
             "init_command": (
                 # Small pages for a new database (an existing one keeps its own): a visit

@@ -5,11 +5,12 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError
 
-from counter import visits
 from counter.models import DailyVisits, VisitCounter
-from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
+from counter.store import visits
+from counter.store.files import data_path
+from counter.store.startup import DataDirError, counter_initialize, data_dir_check, database_check
+from counter.store.visits import visit_record, visits_current, visits_past_days
 from counter.tests.conftest import DAY
-from counter.visits import data_path, visit_record, visits_current, visits_past_days
 
 
 def test_visit_record_counts_total_and_day(counter):

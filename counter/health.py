@@ -7,9 +7,9 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from counter import process
+from counter.exceptions import CountBackwardsError, CounterMissingError, CountingStoppedError
 from counter.store.files import VISITS_FILE, data_path
-from counter.store.visits import CounterMissingError, CountingStoppedError
-from counter.store.visits_file import CountBackwardsError, visits_file_sync
+from counter.store.visits_file import visits_file_sync
 
 
 def readiness_problem() -> str | None:

@@ -34,6 +34,7 @@ from django.urls import reverse
 from django.utils.log import log_response
 
 from counter import process
+from counter.exceptions import PasswordChecksBusyError
 from counter.models import LoginFailures
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ REFUSAL_DELAY = 1.0  # seconds before a 429, in gevent workers
 PASSWORD_CHECK_WAIT = 5
 
 T = TypeVar("T")
-
-
-class PasswordChecksBusyError(Exception):
-    """No password check came free within PASSWORD_CHECK_WAIT seconds."""
 
 
 def client_address(request: HttpRequest) -> str:

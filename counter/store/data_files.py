@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from counter import process
+from counter.exceptions import CountingStoppedError, SnapshotError
 from counter.store.files import (
     COUNTING_STOPPED,
     STAGED_SNAPSHOT,
@@ -43,8 +44,8 @@ from counter.store.files import (
     database_path,
     file_replace,
 )
-from counter.store.snapshots import SnapshotError, database_connect, snapshot_check, snapshot_write
-from counter.store.visits import CountingStoppedError, visits_writer_lock
+from counter.store.snapshots import database_connect, snapshot_check, snapshot_write
+from counter.store.visits import visits_writer_lock
 from counter.store.visits_file import visits_file_read
 
 logger = logging.getLogger("counter.data_files")  # the name its log lines always had

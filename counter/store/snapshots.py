@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from django.db.migrations.loader import MigrationLoader
 
+from counter.exceptions import SnapshotError
 from counter.models import VisitCounter
 from counter.store.files import (
     STAGED_SNAPSHOT,
@@ -36,10 +37,6 @@ from counter.store.files import (
     file_replacement,
 )
 from counter.store.visits import COUNTER_ID
-
-
-class SnapshotError(RuntimeError):
-    """A snapshot that must not be restored; the message says why."""
 
 
 def database_connect() -> sqlite3.Connection:

@@ -8,14 +8,11 @@ from pathlib import Path
 
 from django.db import transaction
 
+from counter.exceptions import DataDirError
 from counter.models import VisitCounter
 from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path
 from counter.store.visits import COUNTER_ID
 from counter.store.visits_file import visits_file_read
-
-
-class DataDirError(RuntimeError):
-    """The data directory or something in it cannot be used; the message says why."""
 
 
 def data_dir_check() -> None:

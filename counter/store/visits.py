@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from counter import process
+from counter.exceptions import CounterMissingError, CountingStoppedError
 from counter.models import DailyVisits, VisitCounter
 from counter.store.files import COUNT_LOCK, data_path
 from counter.store.locks import FileLock, sqlite_retry
@@ -36,15 +37,6 @@ _CURRENT = (
 )
 _PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >= %s AND day < %s"
 PAST_DAYS_TTL = 10.0
-
-
-class CounterMissingError(RuntimeError):
-    """The counter row does not exist: `manage.py prepare` has not run on this database."""
-
-
-class CountingStoppedError(DatabaseError):
-    """This process stopped counting: a database file it uses was deleted or replaced
-    (counter/store/data_files.py). A DatabaseError, so a visit answers 503."""
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from pathlib import Path
 from django.db import DatabaseError, connection
 
 from counter import process
+from counter.exceptions import CountBackwardsError, StoreError
 from counter.store.files import VISITS_FILE, VISITS_LOCK, data_path, file_replace
 from counter.store.locks import FileLock
-from counter.store.visits import MAX_COUNT, CounterMissingError, visits_total
+from counter.store.visits import MAX_COUNT, visits_total
 
 logger = logging.getLogger("counter.visits_file")  # the name its log lines always had
 
@@ -37,10 +38,6 @@ def visits_file_read(path: Path) -> int | None:
     if not value.isdigit() or int(value) > MAX_COUNT:
         raise ValueError(f"{path} holds {text[:40]!r}, not a count of visits")
     return int(value)
-
-
-class CountBackwardsError(RuntimeError):
-    """The database counts fewer visits than the visits file says: it lost acknowledged ones."""
 
 
 def visits_file_sync(*, backwards_ok: bool = False) -> int:
@@ -92,7 +89,7 @@ class FileKeeper:
             return
         try:
             visits_file_sync()
-        except (DatabaseError, OSError, CounterMissingError, CountBackwardsError) as error:
+        except (DatabaseError, OSError, StoreError) as error:
             connection.close()  # a fresh one next time, once the cause is gone
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error

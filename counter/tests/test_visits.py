@@ -5,10 +5,11 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError
 
+from counter.exceptions import DataDirError
 from counter.models import DailyVisits, VisitCounter
 from counter.store import visits
 from counter.store.files import data_path
-from counter.store.startup import DataDirError, counter_initialize, data_dir_check, database_check
+from counter.store.startup import counter_initialize, data_dir_check, database_check
 from counter.store.visits import visit_record, visits_current, visits_past_days
 from counter.tests.conftest import DAY
 

@@ -4,8 +4,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from counter.exceptions import SnapshotError
 from counter.store.files import STAGED_SNAPSHOT, data_path
-from counter.store.snapshots import SnapshotError, snapshot_stage
+from counter.store.snapshots import snapshot_stage
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in
 from django.db.backends.signals import connection_created
 
 
@@ -14,4 +15,7 @@ class CounterConfig(AppConfig):
     verbose_name = "Visits"
 
     def ready(self) -> None:
+        from counter.login_throttle import login_failures_clear  # it needs the models
+
         connection_created.connect(_wait_cooperatively)
+        user_logged_in.connect(login_failures_clear)

@@ -36,8 +36,8 @@ class AdminUserError(ValueError):
 
 
 class PasswordChecksBusyError(Exception):
-    """No password check came free within PASSWORD_CHECK_WAIT seconds (the middleware answers
-    503)."""
+    """No password check came free within PASSWORD_CHECK_WAIT seconds (counter/hashers.py): the
+    login answers 503."""
 
 
 class FormatError(ValueError):

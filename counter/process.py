@@ -36,7 +36,7 @@ class ProcessState:
     anchor: sqlite3.Connection | None = None  # counter/store/data_files.py: open for the lifetime
     anchor_files: tuple = ()  # (st_dev, st_ino) of the database, WAL and index it opened
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
-    password_checks: BoundedSemaphore | None = None  # counter/login_throttle.py, gevent only
+    password_checks: BoundedSemaphore | None = None  # counter/hashers.py, gevent only
 
     def close(self) -> None:
         """Release the open file and the idle threads (a test's state, once the test is done)."""

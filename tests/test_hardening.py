@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.hashers import make_password
 
 from bench.login_flood import login_flood
-from counter.login_throttle import PASSWORD_CHECK_WAIT
+from counter.hashers import PASSWORD_CHECK_WAIT
 from tests.conftest import ROOT, http_request
 
 pytestmark = pytest.mark.server

@@ -101,15 +101,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so it drops the body of a HEAD response after every other one has run.
-    "counter.head.HeadWithoutBodyMiddleware",
+    "counter.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "counter.security.ContentSecurityPolicyMiddleware",
+    "counter.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "counter.login_throttle.LoginThrottleMiddleware",
+    "counter.middleware.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "counter.middleware.DatabaseUnavailableMiddleware",
@@ -186,9 +186,9 @@ if HTTPS:
     # Preloading hard-codes the domain into browsers: its owner's decision, not a default.
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
-AUTHENTICATION_BACKENDS = ["counter.login_throttle.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["counter.backends.ThrottledModelBackend"]
 # Django's default (PBKDF2), run off the event loop; the only one, so every check is bounded.
-PASSWORD_HASHERS = ["counter.login_throttle.OffLoopPBKDF2PasswordHasher"]
+PASSWORD_HASHERS = ["counter.hashers.OffLoopPBKDF2PasswordHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -213,7 +213,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # A rejected request (foreign Host, too many fields, ...) is one line: no traceback.
-    "filters": {"quiet_rejections": {"()": "counter.security.QuietRejectionsFilter"}},
+    "filters": {"quiet_rejections": {"()": "counter.log.QuietRejectionsFilter"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",

@@ -1,9 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import identify_hasher, make_password
 
-
-class AdminUserError(ValueError):
-    pass
+from counter.exceptions import AdminUserError
 
 
 def admin_user_ensure(*, username: str, password_hash: str = "", password: str = "") -> str:

@@ -7,8 +7,9 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from counter import process
-from counter.visits import CounterMissingError, CountingStoppedError
-from counter.visits_file import CountBackwardsError, visits_file_path, visits_file_sync
+from counter.exceptions import CountBackwardsError, CounterMissingError, CountingStoppedError
+from counter.store.files import VISITS_FILE, data_path
+from counter.store.visits_file import visits_file_sync
 
 
 def readiness_problem() -> str | None:
@@ -36,7 +37,7 @@ def readiness_problem() -> str | None:
         connection.close()
         return f"database unavailable: {error}"
     except OSError as error:
-        return f"cannot write the visits file {visits_file_path()}: {error}"
+        return f"cannot write the visits file {data_path(VISITS_FILE)}: {error}"
     except CountBackwardsError as error:
         return str(error)
     return None

@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from counter import process
 from counter.chart import history_chart_scale, history_chart_svg
-from counter.visits import PastDays, VisitTally
+from counter.store.visits import PastDays, VisitTally
 
 # A slot is its name between NULs: NUL cannot occur in the template, in an environment
 # variable (the pod name) or in the version, so the rendered page holds no other.

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from counter import process
-from counter.locks import FileLock
-from counter.visits import data_path, visits_total
-from counter.visits_file import file_replace
+from counter.store.files import CLUSTER_CACHE, CLUSTER_LOCK, data_path, file_replace
+from counter.store.locks import FileLock
+from counter.store.visits import visits_total
 
 PEER_TIMEOUT = 1.0  # per peer, connect and read
 ANSWER_WITHIN = 1.3  # the page does not wait longer than this for the slowest peer
@@ -179,10 +179,10 @@ def cluster_counts() -> list[PodCount]:
     data directory that every worker reads, and made by one request at a time (a file lock),
     so a burst of page loads, even with a peer that hangs, asks each peer once.
     """
-    path = data_path(".cluster.json")
+    path = data_path(CLUSTER_CACHE)
     if (counts := _cache_read(path)) is not None:
         return counts
-    lock = FileLock(data_path(".cluster.lock"))
+    lock = FileLock(data_path(CLUSTER_LOCK))
     try:
         with lock:
             if (counts := _cache_read(path)) is not None:  # made while this one waited

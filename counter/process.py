@@ -19,24 +19,24 @@ if TYPE_CHECKING:
     from gevent.lock import BoundedSemaphore
 
     from counter.home_page import Frame
-    from counter.locks import FileLock
-    from counter.visits import PastDays
+    from counter.store.locks import FileLock
+    from counter.store.visits import PastDays
 
 
 @dataclass(slots=True)
 class ProcessState:
     """Each attribute is made by the module that uses it, when it first needs it."""
 
-    past_days: PastDays | None = None  # counter/visits.py: the history window, a few seconds
+    past_days: PastDays | None = None  # counter/store/visits.py: the history window, a few seconds
     home_frame: Frame | None = None  # counter/home_page.py: the page rendered for that window
-    writer_lock: FileLock | None = None  # counter/visits.py: the data directory's writer lock
+    writer_lock: FileLock | None = None  # counter/store/visits.py: the data directory's writer lock
     writer_lock_dir: object = None  # the VISITS_DATA_DIR it was opened for
     migrations_applied: bool = False  # counter/health.py: once true, stays true
-    data_files_problem: str | None = None  # counter/data_files.py: set once, counting stops
-    anchor: sqlite3.Connection | None = None  # counter/data_files.py: open for the lifetime
+    data_files_problem: str | None = None  # counter/store/data_files.py: set once, counting stops
+    anchor: sqlite3.Connection | None = None  # counter/store/data_files.py: open for the lifetime
     anchor_files: tuple = ()  # (st_dev, st_ino) of the database, WAL and index it opened
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
-    password_checks: BoundedSemaphore | None = None  # counter/login_throttle.py, gevent only
+    password_checks: BoundedSemaphore | None = None  # counter/hashers.py, gevent only
 
     def close(self) -> None:
         """Release the open file and the idle threads (a test's state, once the test is done)."""

@@ -12,16 +12,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from counter.chart import cluster_chart_svg
+from counter.exceptions import FormatError
 from counter.health import readiness_problem
 from counter.home_page import home_page_html
 from counter.peers import cluster_counts
-from counter.visits import visit_record, visits_current, visits_past_days, visits_total
+from counter.store.visits import visit_record, visits_current, visits_past_days, visits_total
 
 TEXT = "text/plain; charset=utf-8"
-
-
-class FormatError(ValueError):
-    pass
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from counter.login_throttle import PASSWORD_CHECK_WAIT
+from counter.hashers import PASSWORD_CHECK_WAIT
 from support.clients import http_request
 from support.login_flood import login_flood
 from support.tools import ROOT

@@ -1,6 +1,6 @@
 """Litestream replicating a pod's database while it counts: the app's own checkpoints and
-cooperative lock retries (counter/locks.py) against a real `litestream replicate` beside a real
-server, proven by restoring the replica."""
+cooperative lock retries (counter/store/locks.py) against a real `litestream replicate` beside
+a real server, proven by restoring the replica."""
 
 import threading
 import time

@@ -50,7 +50,8 @@ VISITS_DATA_DIR = Path(os.environ.get("VISITS_DATA_DIR", BASE_DIR / "data")).abs
 VISITS_DATABASE = VISITS_DATA_DIR / "db.sqlite3"
 # `serve` starts gunicorn with this set, once `prepare` has made the database: the server's
 # connections then open an existing file only, so a database deleted under a running server is
-# not re-created empty beside the one its older connections still use (counter/data_files.py).
+# not re-created empty beside the one its older connections still use
+# (counter/store/data_files.py).
 VISITS_DATABASE_MUST_EXIST = _env_flag("VISITS_DATABASE_MUST_EXIST")
 
 # NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
@@ -100,15 +101,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so it drops the body of a HEAD response after every other one has run.
-    "counter.head.HeadWithoutBodyMiddleware",
+    "counter.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "counter.security.ContentSecurityPolicyMiddleware",
+    "counter.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "counter.login_throttle.LoginThrottleMiddleware",
+    "counter.middleware.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "counter.middleware.DatabaseUnavailableMiddleware",
@@ -134,7 +135,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": {
-        "ENGINE": "counter.sqlite",  # Django's, checking the files first (data_files.py)
+        "ENGINE": "counter.store.sqlite",  # Django's, checking the files first (data_files.py)
         "NAME": (
             f"file:{urllib.parse.quote(str(VISITS_DATABASE))}?mode=rw"
             if VISITS_DATABASE_MUST_EXIST
@@ -147,7 +148,7 @@ DATABASES = {
             # locked" instead of waiting for the lock.
             "transaction_mode": "IMMEDIATE",
             # SQLite does not wait for its lock: its busy handler would stall every connection
-            # of a gevent worker. counter/locks.py retries instead, cooperatively, for 5 s.
+            # of a gevent worker. counter/store/locks.py retries instead, cooperatively, for 5 s.
             "timeout": 0,
             "init_command": (
                 # Small pages for a new database (an existing one keeps its own): a visit
@@ -185,9 +186,9 @@ if HTTPS:
     # Preloading hard-codes the domain into browsers: its owner's decision, not a default.
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
-AUTHENTICATION_BACKENDS = ["counter.login_throttle.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["counter.backends.ThrottledModelBackend"]
 # Django's default (PBKDF2), run off the event loop; the only one, so every check is bounded.
-PASSWORD_HASHERS = ["counter.login_throttle.OffLoopPBKDF2PasswordHasher"]
+PASSWORD_HASHERS = ["counter.hashers.OffLoopPBKDF2PasswordHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -212,7 +213,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # A rejected request (foreign Host, too many fields, ...) is one line: no traceback.
-    "filters": {"quiet_rejections": {"()": "counter.security.QuietRejectionsFilter"}},
+    "filters": {"quiet_rejections": {"()": "counter.log.QuietRejectionsFilter"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",

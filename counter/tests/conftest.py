@@ -5,7 +5,7 @@ import pytest
 
 from counter.models import VisitCounter
 from counter.process import ProcessState, process_state_renew
-from counter.visits import COUNTER_ID
+from counter.store.visits import COUNTER_ID
 
 DAY = date(2026, 11, 24)
 

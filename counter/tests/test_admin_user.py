@@ -2,7 +2,8 @@ import pytest
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 
-from counter.admin_user import AdminUserError, admin_user_ensure
+from counter.admin_user import admin_user_ensure
+from counter.exceptions import AdminUserError
 
 
 def test_creates_then_keeps_the_admin_from_a_hash(db):

@@ -3,10 +3,12 @@ import sqlite3
 
 import pytest
 
-from counter.data_files import data_files_anchor, data_files_changed, data_files_guard
+from counter.exceptions import CountBackwardsError, CountingStoppedError
+from counter.store.data_files import data_files_anchor, data_files_changed, data_files_guard
+from counter.store.files import data_path
+from counter.store.visits import visit_record
+from counter.store.visits_file import FileKeeper, visits_file_sync
 from counter.tests.conftest import DAY
-from counter.visits import CountingStoppedError, data_path, visit_record
-from counter.visits_file import CountBackwardsError, FileKeeper, visits_file_sync
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from django.template.loader import render_to_string
 from counter import home_page
 from counter.chart import history_chart_scale, history_chart_svg
 from counter.home_page import home_page_html
+from counter.store.visits import VisitTally, visit_record, visits_past_days
 from counter.tests.conftest import DAY
-from counter.visits import VisitTally, visit_record, visits_past_days
 
 
 def rendered(*, tally: VisitTally, past, pod: str, version: str) -> str:

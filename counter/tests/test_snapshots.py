@@ -6,8 +6,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from counter.models import VisitCounter
-from counter.snapshots import STAGED, snapshot_apply_staged
-from counter.visits import COUNTER_ID
+from counter.store.files import STAGED_SNAPSHOT, data_path
+from counter.store.snapshots import snapshot_apply_staged
+from counter.store.visits import COUNTER_ID
 
 
 def test_backup_of_a_missing_database_is_a_clear_error_and_creates_nothing(settings, tmp_path):
@@ -39,7 +40,7 @@ def test_a_staged_snapshot_is_written_into_the_open_database_not_renamed_over_it
     settings.VISITS_DATABASE = settings.VISITS_DATA_DIR / "db.sqlite3"
     live = app_database(settings.VISITS_DATABASE, total=4, page_size=1024, wal=True)
     # An older version's snapshot: another page size, which SQLite cannot copy into WAL as is.
-    app_database(settings.VISITS_DATA_DIR / STAGED, total=7, page_size=4096, wal=False).close()
+    app_database(data_path(STAGED_SNAPSHOT), total=7, page_size=4096, wal=False).close()
     assert total_of(live) == 4
     inode = settings.VISITS_DATABASE.stat().st_ino
 
@@ -53,13 +54,13 @@ def test_a_staged_snapshot_is_written_into_the_open_database_not_renamed_over_it
     (copy,) = kept
     with contextlib.closing(sqlite3.connect(copy)) as replaced:
         assert total_of(replaced) == 4
-    assert not (settings.VISITS_DATA_DIR / STAGED).exists()
+    assert not (data_path(STAGED_SNAPSHOT)).exists()
     assert snapshot_apply_staged() is None
 
 
 def test_a_snapshot_staged_for_a_deleted_database_moves_in_and_its_old_wal_is_kept(settings):
     settings.VISITS_DATABASE = settings.VISITS_DATA_DIR / "db.sqlite3"
-    app_database(settings.VISITS_DATA_DIR / STAGED, total=7, page_size=1024, wal=False).close()
+    app_database(data_path(STAGED_SNAPSHOT), total=7, page_size=1024, wal=False).close()
     orphan = settings.VISITS_DATA_DIR / "db.sqlite3-wal"
     orphan.write_bytes(b"the WAL of a database deleted under the server")
 

@@ -3,9 +3,10 @@ import time
 
 import pytest
 
+from counter.store.files import data_path
+from counter.store.visits import visit_record
+from counter.store.visits_file import FileKeeper, visits_file_read, visits_file_sync
 from counter.tests.conftest import DAY
-from counter.visits import data_path, visit_record
-from counter.visits_file import FileKeeper, visits_file_read, visits_file_sync
 
 
 @pytest.mark.parametrize(("text", "value"), [("0\n", 0), ("41\n", 41), ("  7 \n", 7)])

@@ -1,13 +1,13 @@
 import shutil
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from counter.snapshots import snapshot_write
+from counter.store.files import backup_scratch
+from counter.store.snapshots import snapshot_write
 
 
 class Command(BaseCommand):
@@ -24,9 +24,7 @@ class Command(BaseCommand):
             if output is not None:
                 snapshot_write(output.absolute())
                 return
-            # Made on the volume (the pod's /tmp is small), then streamed and removed.
-            with tempfile.TemporaryDirectory(dir=settings.VISITS_DATA_DIR) as work:
-                snapshot = Path(work) / "snapshot.sqlite3"
+            with backup_scratch() as snapshot:  # streamed, then removed
                 snapshot_write(snapshot)
                 with snapshot.open("rb") as data:
                     shutil.copyfileobj(data, sys.stdout.buffer)

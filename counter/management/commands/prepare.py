@@ -3,11 +3,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from counter.admin_user import AdminUserError, admin_user_ensure
-from counter.data_files import data_files_stopped_clear
-from counter.snapshots import SnapshotError, snapshot_apply_staged
-from counter.startup import DataDirError, counter_initialize, data_dir_check, database_check
-from counter.visits_file import CountBackwardsError, visits_file_path, visits_file_sync
+from counter.admin_user import admin_user_ensure
+from counter.exceptions import AdminUserError, CountBackwardsError, StoreError
+from counter.store.data_files import data_files_stopped_clear
+from counter.store.files import VISITS_FILE, data_path
+from counter.store.snapshots import snapshot_apply_staged
+from counter.store.startup import counter_initialize, data_dir_check, database_check
+from counter.store.visits_file import visits_file_sync
 
 
 class Command(BaseCommand):
@@ -37,9 +39,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot start: {error}. Refusing to serve a count that went backwards: restore"
                 " a snapshot that has those visits (manage.py restore), or accept the loss by"
-                f" deleting {visits_file_path()} and starting again."
+                f" deleting {data_path(VISITS_FILE)} and starting again."
             ) from error
-        except (DataDirError, SnapshotError, AdminUserError, DatabaseError, OSError) as error:
+        except (StoreError, AdminUserError, DatabaseError, OSError) as error:
             raise CommandError(f"cannot start: {error}") from error
         finally:
             connections.close_all()

@@ -4,7 +4,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from counter.snapshots import STAGED, SnapshotError, snapshot_stage
+from counter.exceptions import SnapshotError
+from counter.store.files import STAGED_SNAPSHOT, data_path
+from counter.store.snapshots import snapshot_stage
 
 
 class Command(BaseCommand):
@@ -26,7 +28,7 @@ class Command(BaseCommand):
         except (SnapshotError, OSError) as error:
             raise CommandError(f"not restored: {error}") from error
         self.stdout.write(
-            f"staged a snapshot of {total} visits as {Path(settings.VISITS_DATA_DIR) / STAGED}."
+            f"staged a snapshot of {total} visits as {data_path(STAGED_SNAPSHOT)}."
             " It replaces the database at the next start of the server (on Kubernetes:"
             f" kubectl delete pod {settings.POD_NAME}); the current database is kept aside."
         )

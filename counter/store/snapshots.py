@@ -18,64 +18,45 @@ no longer be the database, and it could go on replicating the replaced one.
 """
 
 import contextlib
-import datetime
 import os
 import sqlite3
-import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
 
-from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
+from counter.exceptions import SnapshotError
 from counter.models import VisitCounter
-from counter.visits import COUNTER_ID, data_path
-
-STAGED = "restore.sqlite3"
-
-
-class SnapshotError(RuntimeError):
-    """A snapshot that must not be restored; the message says why."""
-
-
-def _database_path() -> Path:
-    return Path(settings.VISITS_DATABASE)
-
-
-def database_aside(kind: str) -> Path:
-    """Where a copy of the database is kept aside: `db.sqlite3.<kind>-<UTC time>`."""
-    database = _database_path()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return database.with_name(f"{database.name}.{kind}-{stamp}")
+from counter.store.files import (
+    STAGED_SNAPSHOT,
+    data_path,
+    database_aside,
+    database_files,
+    database_path,
+    file_replacement,
+)
+from counter.store.visits import COUNTER_ID
 
 
 def database_connect() -> sqlite3.Connection:
     """This pod's database, opened only if it exists (mode=rw): a missing one is never made
     empty, which would also cost a running server the visits in its WAL (data_files.py)."""
-    uri = f"file:{urllib.parse.quote(str(_database_path()))}?mode=rw"
+    uri = f"file:{urllib.parse.quote(str(database_path()))}?mode=rw"
     return sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
 
 
 def snapshot_write(target: Path, *, source: sqlite3.Connection | None = None) -> None:
     """A consistent copy of this pod's database at `target` (replaced atomically), read through
     `source` (an open connection) or a new connection."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with contextlib.ExitStack() as stack:
-            if source is None:
-                source = database_connect()
-                stack.callback(source.close)
-            copy = stack.enter_context(contextlib.closing(sqlite3.connect(tmp)))
-            source.backup(copy)
-            # One self-contained file: no -wal or -shm beside it when it is opened later.
-            copy.execute("PRAGMA journal_mode=DELETE")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with file_replacement(target) as tmp, contextlib.ExitStack() as stack:
+        if source is None:
+            source = database_connect()
+            stack.callback(source.close)
+        copy = stack.enter_context(contextlib.closing(sqlite3.connect(tmp)))
+        source.backup(copy)
+        # One self-contained file: no -wal or -shm beside it when it is opened later.
+        copy.execute("PRAGMA journal_mode=DELETE")
 
 
 def snapshot_check(path: Path) -> int:
@@ -111,18 +92,11 @@ def snapshot_check(path: Path) -> int:
 
 def snapshot_stage(source: BinaryIO) -> int:
     """Check the snapshot read from `source` and stage it for the next start; its total."""
-    staged = data_path(STAGED)
-    fd, tmp = tempfile.mkstemp(dir=staged.parent, prefix=".restore.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as copy:
+    with file_replacement(data_path(STAGED_SNAPSHOT)) as tmp:
+        with tmp.open("wb") as copy:
             while chunk := source.read(1 << 20):
                 copy.write(chunk)
-        total = snapshot_check(Path(tmp))
-        os.replace(tmp, staged)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        total = snapshot_check(tmp)  # one that fails is removed, never staged
     return total
 
 
@@ -130,11 +104,11 @@ def snapshot_apply_staged() -> tuple[int, list[Path]] | None:
     """At start, before the server opens the database: write a staged snapshot into it, if
     there is one. Returns the restored total and what was kept aside (a copy of the replaced
     database; a WAL left by a deleted database)."""
-    staged = data_path(STAGED)
+    staged = data_path(STAGED_SNAPSHOT)
     if not staged.exists():
         return None
     total = snapshot_check(staged)
-    database = _database_path()
+    database = database_path()
     kept = database_aside("replaced")
     if database.exists():
         with contextlib.closing(database_connect()) as live:
@@ -146,9 +120,8 @@ def snapshot_apply_staged() -> tuple[int, list[Path]] | None:
         return total, [kept]
     # Nothing can have open a database that is not there: the snapshot moves in. A WAL and
     # index left by a deleted database must not be read as the snapshot's; they are kept.
-    left = [Path(f"{database}{suffix}") for suffix in ("-wal", "-shm")]
-    moved = [path.replace(f"{kept}{path.name[len(database.name):]}") for path in left
-             if path.exists()]  # fmt: skip
+    wal_and_index = zip(database_files(database)[1:], database_files(kept)[1:], strict=True)
+    moved = [Path(path).replace(to) for path, to in wal_and_index if os.path.exists(path)]
     os.replace(staged, database)
     return total, moved
 

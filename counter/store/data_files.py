@@ -6,16 +6,16 @@ and can reset the shared index to it: every connection then sees the database wi
 visits that were in the WAL, and once the old connections close, those visits are gone.
 
 So each worker process keeps one connection of its own, the anchor, open for its lifetime, and
-remembers which files it opened. Before any new connection opens (counter/sqlite/base.py),
-`stat` checks that the database, its WAL and its index at their paths are still those; at every
-tick of the FileKeeper (counter/visits_file.py), every descriptor the process holds on them is
-checked against its path too. When one was deleted or replaced, the process
+remembers which files it opened. Before any new connection opens (store/sqlite/base.py), `stat`
+checks that the database, its WAL and its index at their paths are still those; at every tick
+of the FileKeeper (visits_file.py), every descriptor the process holds on them is checked
+against its path too. When one was deleted or replaced, the process
 
 - stops counting and opens no new connection (a visit answers 503), and /readyz says why, so
   nothing more goes into a file that is about to be lost;
 - saves what the anchor still reads, through SQLite's backup API, and stages that copy as
   `restore.sqlite3` when it holds at least the count of the visits file, so the next start
-  applies it (counter/snapshots.py); a smaller copy is kept aside, never staged;
+  applies it (counter/store/snapshots.py); a smaller copy is kept aside, never staged;
 - writes why in `counting-stopped` beside the database, so a worker started later (one that
   replaces a crashed one) stops too, and opens nothing; `prepare` removes it at the next start;
 - logs what happened and what to do: restart the pod.
@@ -33,25 +33,26 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from counter import process
-from counter.snapshots import (
-    STAGED,
-    SnapshotError,
+from counter.exceptions import CountingStoppedError, SnapshotError
+from counter.store.files import (
+    COUNTING_STOPPED,
+    STAGED_SNAPSHOT,
+    VISITS_FILE,
+    data_path,
     database_aside,
-    database_connect,
-    snapshot_check,
-    snapshot_write,
+    database_files,
+    database_path,
+    file_replace,
 )
-from counter.visits import CountingStoppedError, data_path, visits_writer_lock
-from counter.visits_file import file_replace, visits_file_path, visits_file_read
+from counter.store.snapshots import database_connect, snapshot_check, snapshot_write
+from counter.store.visits import visits_writer_lock
+from counter.store.visits_file import visits_file_read
 
-logger = logging.getLogger(__name__)
-
-SUFFIXES = ("", "-wal", "-shm")
-STOPPED = "counting-stopped"  # beside the database: why, for every worker (and a new one)
+logger = logging.getLogger("counter.data_files")  # the name its log lines always had
 
 
 def _database() -> str:
-    return os.path.realpath(settings.VISITS_DATABASE)  # as /proc/self/fd shows it
+    return os.path.realpath(database_path())  # as /proc/self/fd shows it
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -63,8 +64,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def _files() -> tuple:
-    database = _database()
-    return tuple(_identity(f"{database}{suffix}") for suffix in SUFFIXES)
+    return tuple(_identity(name) for name in database_files(_database()))
 
 
 def data_files_changed() -> str | None:
@@ -73,8 +73,7 @@ def data_files_changed() -> str | None:
     Reads /proc/self/fd (Linux): elsewhere there is nothing to check and this says None. It
     runs without yielding to another greenlet, so no descriptor is closed and reused meanwhile.
     """
-    database = _database()
-    names = {f"{database}{suffix}" for suffix in SUFFIXES}
+    names = set(database_files(_database()))
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.is_dir():
         return None
@@ -98,7 +97,7 @@ def data_files_anchor() -> None:
     if owner.anchor is not None or not settings.VISITS_DATABASE_MUST_EXIST:
         return
     with contextlib.suppress(FileNotFoundError):  # a worker started after a rescue opens nothing
-        owner.data_files_problem = data_path(STOPPED).read_text().strip()
+        owner.data_files_problem = data_path(COUNTING_STOPPED).read_text().strip()
         return
     anchor = database_connect()
     anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
@@ -135,18 +134,18 @@ def data_files_rescue(problem: str) -> None:
     """
     owner = process.state
     copy = database_aside(f"rescued-{os.getpid()}")
-    staged = data_path(STAGED)
+    staged = data_path(STAGED_SNAPSHOT)
     try:
         with visits_writer_lock():
             if owner.data_files_problem is not None:  # another greenlet's rescue came first
                 return
             owner.data_files_problem = problem
-            file_replace(data_path(STOPPED), f"{problem}\n")
+            file_replace(data_path(COUNTING_STOPPED), f"{problem}\n")
             if owner.anchor is None:
                 raise DatabaseError("this process had no connection open before")
             snapshot_write(copy, source=owner.anchor)
             rescued = snapshot_check(copy)
-            known = visits_file_read(visits_file_path()) or 0
+            known = visits_file_read(data_path(VISITS_FILE)) or 0
             already = None
             with contextlib.suppress(SnapshotError):
                 already = snapshot_check(staged) if staged.exists() else None
@@ -176,7 +175,7 @@ def data_files_rescue(problem: str) -> None:
 
 def data_files_stopped_clear() -> str | None:
     """At start (`prepare`): why counting had stopped, if it had; it starts again."""
-    marker = data_path(STOPPED)
+    marker = data_path(COUNTING_STOPPED)
     try:
         reason = marker.read_text().strip()
     except FileNotFoundError:

@@ -2,22 +2,23 @@
 
 Hot path (every GET /): writers are serialized by a file lock before they reach SQLite, then one
 autocommit upsert counts the visit in today's row and, through triggers, in the total. SQLite
-itself is told not to wait for its lock (counter/locks.py: its busy handler would stall a
+itself is told not to wait for its lock (counter/store/locks.py: its busy handler would stall a
 gevent worker), and a file lock wakes the next writer as soon as it is free. The `visits` file
-is kept by counter/visits_file.py, off the request path.
+is kept by counter/store/visits_file.py, off the request path.
 """
 
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from counter import process
-from counter.locks import FileLock, sqlite_retry
+from counter.exceptions import CounterMissingError, CountingStoppedError
 from counter.models import DailyVisits, VisitCounter
+from counter.store.files import COUNT_LOCK, data_path
+from counter.store.locks import FileLock, sqlite_retry
 
 COUNTER_ID = 1
 MAX_COUNT = 2**63 - 1
@@ -38,36 +39,23 @@ _PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >=
 PAST_DAYS_TTL = 10.0
 
 
-class CounterMissingError(RuntimeError):
-    """The counter row does not exist: `manage.py prepare` has not run on this database."""
-
-
-class CountingStoppedError(DatabaseError):
-    """This process stopped counting: a database file it uses was deleted or replaced
-    (counter/data_files.py). A DatabaseError, so a visit answers 503."""
-
-
 @dataclass(frozen=True)
 class VisitTally:
     total: int
     today: int
 
 
-def data_path(name: str) -> Path:
-    return Path(settings.VISITS_DATA_DIR) / name
-
-
 def visits_writer_lock() -> FileLock:
     """This process's lock on the data directory's writer lock file: one writer at a time in the
     pod. Opened once per directory (tests change it), compared by identity: building and
     comparing paths cost more than the lock. Open no connection while holding it (a new
-    connection may have to take it: counter/data_files.py)."""
+    connection may have to take it: counter/store/data_files.py)."""
     owner = process.state
     directory = settings.VISITS_DATA_DIR
     if owner.writer_lock is None or owner.writer_lock_dir is not directory:
         if owner.writer_lock is not None:
             owner.writer_lock.close()
-        owner.writer_lock = FileLock(Path(directory) / ".count.lock")
+        owner.writer_lock = FileLock(data_path(COUNT_LOCK))
         owner.writer_lock_dir = directory
     return owner.writer_lock
 
@@ -84,8 +72,8 @@ def visit_record(*, day: date) -> VisitTally:
     db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not three
     db.ensure_connection()
     with db.wrap_database_errors, visits_writer_lock():
-        # Under the lock: a rescue (counter/data_files.py) holds it too, so a visit is either
-        # in its copy or refused.
+        # Under the lock: a rescue (counter/store/data_files.py) holds it too, so a visit is
+        # either in its copy or refused.
         if process.state.data_files_problem is not None:
             raise CountingStoppedError(process.state.data_files_problem)
         today, total_before = sqlite_retry(

@@ -6,21 +6,18 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
+from counter.exceptions import DataDirError
 from counter.models import VisitCounter
-from counter.visits import COUNTER_ID
-from counter.visits_file import visits_file_path, visits_file_read
-
-
-class DataDirError(RuntimeError):
-    """The data directory or something in it cannot be used; the message says why."""
+from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path
+from counter.store.visits import COUNTER_ID
+from counter.store.visits_file import visits_file_read
 
 
 def data_dir_check() -> None:
     """Create the data directory if needed and prove it is writable, or raise DataDirError."""
-    directory = Path(settings.VISITS_DATA_DIR)
+    directory = data_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory) as probe:
@@ -29,7 +26,7 @@ def data_dir_check() -> None:
         raise DataDirError(
             f"data directory {directory} is not writable by uid {os.getuid()}: {error}"
         ) from error
-    for stale in directory.glob(".*.tmp"):  # left by a process killed mid-replace (file_replace)
+    for stale in directory.glob(REPLACEMENTS):  # left by a process killed mid-replace
         stale.unlink(missing_ok=True)
 
 
@@ -64,7 +61,7 @@ def counter_initialize() -> int | None:
         if VisitCounter.objects.filter(pk=COUNTER_ID).exists():
             return None
         try:
-            legacy = visits_file_read(visits_file_path())
+            legacy = visits_file_read(data_path(VISITS_FILE))
         except ValueError as error:
             raise DataDirError(
                 f"{error}. The database is new, so that file would be its starting count:"

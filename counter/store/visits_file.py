@@ -10,28 +10,22 @@ under that lock, so it never goes backwards whichever process writes it. A worke
 the file when it exits (gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
 """
 
-import contextlib
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from django.conf import settings
 from django.db import DatabaseError, connection
 
 from counter import process
-from counter.locks import FileLock
-from counter.visits import MAX_COUNT, CounterMissingError, visits_total
+from counter.exceptions import CountBackwardsError, StoreError
+from counter.store.files import VISITS_FILE, VISITS_LOCK, data_path, file_replace
+from counter.store.locks import FileLock
+from counter.store.visits import MAX_COUNT, visits_total
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("counter.visits_file")  # the name its log lines always had
 
 PERIOD = 0.25  # well inside the second the file may trail the database
-
-
-def visits_file_path() -> Path:
-    return Path(settings.VISITS_DATA_DIR) / "visits"
 
 
 def visits_file_read(path: Path) -> int | None:
@@ -46,25 +40,6 @@ def visits_file_read(path: Path) -> int | None:
     return int(value)
 
 
-def file_replace(path: Path, text: str) -> None:
-    """Replace `path` with `text` at once: a reader sees the old content or the new, never
-    part of it. The temporary file is `.<name>.*.tmp` beside it (startup removes leftovers)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp_file:
-            tmp_file.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-class CountBackwardsError(RuntimeError):
-    """The database counts fewer visits than the visits file says: it lost acknowledged ones."""
-
-
 def visits_file_sync(*, backwards_ok: bool = False) -> int:
     """Make the visits file hold the database's total; return that total.
 
@@ -74,8 +49,8 @@ def visits_file_sync(*, backwards_ok: bool = False) -> int:
     Raises OSError when the file cannot be written (a directory in its place, no permission,
     disk full), DatabaseError or CounterMissingError when the total cannot be read.
     """
-    path = visits_file_path()
-    lock = FileLock(path.with_name(".visits.lock"))
+    path = data_path(VISITS_FILE)
+    lock = FileLock(data_path(VISITS_LOCK))
     try:
         with lock:
             total = visits_total()
@@ -97,9 +72,9 @@ def visits_file_sync(*, backwards_ok: bool = False) -> int:
 
 class FileKeeper:
     """Syncs the visits file every `period` seconds, in a daemon thread (a greenlet in a gevent
-    worker) of this process, after `watch` (the check of counter/data_files.py). A failure is
-    logged once, when it starts, and again when it ends. Once this process stopped counting, it
-    leaves the file alone: what it reads may be a database that lost visits."""
+    worker) of this process, after `watch` (the check of counter/store/data_files.py). A failure
+    is logged once, when it starts, and again when it ends. Once this process stopped counting,
+    it leaves the file alone: what it reads may be a database that lost visits."""
 
     def __init__(self, period: float = PERIOD, watch: Callable[[], None] | None = None) -> None:
         self.period = period
@@ -114,11 +89,11 @@ class FileKeeper:
             return
         try:
             visits_file_sync()
-        except (DatabaseError, OSError, CounterMissingError, CountBackwardsError) as error:
+        except (DatabaseError, OSError, StoreError) as error:
             connection.close()  # a fresh one next time, once the cause is gone
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error
-            problem = f"cannot update the visits file {visits_file_path()}: {reason}"
+            problem = f"cannot update the visits file {data_path(VISITS_FILE)}: {reason}"
             if problem != self.problem:
                 logger.error("%s; retrying every %s s", problem, self.period)
             self.problem = problem

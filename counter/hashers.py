@@ -1,0 +1,60 @@
+"""The password hasher's share of the server.
+
+A password check is ~0.2 s of PBKDF2. In a gevent worker it runs in a real thread (hashlib
+releases the GIL), at most VISITS_PASSWORD_CHECKS at a time per process, so the worker's other
+connections are served meanwhile; elsewhere (sync workers, tests, manage.py) it is a plain call.
+A login that finds no check free within PASSWORD_CHECK_WAIT seconds gets 503 with Retry-After,
+without its password being hashed (counter/middleware.py).
+"""
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from counter import process
+from counter.exceptions import PasswordChecksBusyError
+
+# Seconds a login waits for a password check to be free before it answers 503. Under a flood
+# from many addresses (no lockout applies) the queue would otherwise grow without end, and
+# logins would wait past their clients' timeouts, each holding a connection. A busy moment's
+# queue drains well within this (a check takes a fraction of a second), and a refused login
+# hears so long before any client gives up.
+PASSWORD_CHECK_WAIT = 5
+
+T = TypeVar("T")
+
+
+def gevent_active() -> bool:
+    """In a gevent worker (monkey-patched): not in tests, manage.py commands or sync workers."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
+    if not gevent_active():
+        return func(*args)
+    import gevent
+    import gevent.lock
+
+    owner = process.state
+    if owner.password_checks is None:
+        owner.password_checks = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
+    checks = owner.password_checks
+    if not checks.acquire(timeout=PASSWORD_CHECK_WAIT):
+        raise PasswordChecksBusyError
+    try:
+        return gevent.get_hub().threadpool.apply(func, args)
+    finally:
+        checks.release()
+
+
+class OffLoopPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's default hasher (same algorithm name, so existing hashes verify), with each
+    hash computed off the gevent event loop. Unknown usernames go through it too: Django
+    hashes the password anyway, to take as long as for a known one."""
+
+    def encode(self, password: str, salt: str, iterations: int | None = None) -> str:
+        return _off_event_loop(super().encode, password, salt, iterations)

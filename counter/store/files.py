@@ -1,0 +1,89 @@
+"""Every file the app keeps in its data directory (VISITS_DATA_DIR, the pod's volume), and how
+one is replaced whole. Only this module names them: no other builds a path in the directory.
+
+- `db.sqlite3`, with SQLite's `db.sqlite3-wal` and `db.sqlite3-shm` beside it: the count. Its
+  path is settings.VISITS_DATABASE, as Django's DATABASES needs it before any app loads;
+- `visits`: the total as plain text, for `cat` (visits_file.py);
+- `.count.lock`, `.visits.lock`, `.cluster.lock`: file locks, for the visit writers
+  (visits.py), the `visits` file's writers (visits_file.py) and the cluster's counts (peers.py);
+- `.cluster.json`: every pod's count, kept for a moment for every worker (counter/peers.py);
+- `restore.sqlite3`: a snapshot staged for the next start (snapshots.py, data_files.py);
+- `counting-stopped`: why counting stopped, for every worker of the pod (data_files.py);
+- `db.sqlite3.<kind>-<UTC time>`: copies of the database kept aside (database_aside);
+- `.<name>.*.tmp`: the new content of `<name>` while it is written (file_replacement);
+- `tmp*/snapshot.sqlite3`: a snapshot on its way to `backup`'s stdout (backup_scratch).
+"""
+
+import contextlib
+import datetime
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+
+VISITS_FILE = "visits"
+COUNT_LOCK = ".count.lock"
+VISITS_LOCK = ".visits.lock"
+CLUSTER_CACHE = ".cluster.json"
+CLUSTER_LOCK = ".cluster.lock"
+STAGED_SNAPSHOT = "restore.sqlite3"
+COUNTING_STOPPED = "counting-stopped"
+REPLACEMENTS = ".*.tmp"  # what file_replacement leaves behind when its process is killed
+DATABASE_SUFFIXES = ("", "-wal", "-shm")  # the database, its WAL, its shared-memory index
+
+
+def data_dir() -> Path:
+    return Path(settings.VISITS_DATA_DIR)
+
+
+def data_path(name: str) -> Path:
+    return data_dir() / name
+
+
+def database_path() -> Path:
+    return Path(settings.VISITS_DATABASE)
+
+
+def database_files(database: Path | str) -> list[str]:
+    """The database's own file, its WAL and its index, named as SQLite names them."""
+    return [f"{database}{suffix}" for suffix in DATABASE_SUFFIXES]
+
+
+def database_aside(kind: str) -> Path:
+    """Where a copy of the database is kept aside: `db.sqlite3.<kind>-<UTC time>`."""
+    database = database_path()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return database.with_name(f"{database.name}.{kind}-{stamp}")
+
+
+@contextlib.contextmanager
+def file_replacement(path: Path) -> Iterator[Path]:
+    """A new, empty temporary file beside `path` (`.<name>.*.tmp`, mode 0600) to write the new
+    content into; it replaces `path` at once when the block ends, or is removed if the block
+    fails. A reader sees the old content or the new, never part of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def file_replace(path: Path, text: str) -> None:
+    """Replace `path` with `text` at once, readable by all (file_replacement)."""
+    with file_replacement(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+
+
+@contextlib.contextmanager
+def backup_scratch() -> Iterator[Path]:
+    """Where `backup` writes a snapshot on its way to stdout: on the volume (the pod's /tmp is
+    small), in a temporary directory removed afterwards."""
+    with tempfile.TemporaryDirectory(dir=data_dir()) as work:
+        yield Path(work) / "snapshot.sqlite3"

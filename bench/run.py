@@ -243,7 +243,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     collectstatic()
-    naive = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+    naive = [sys.executable, "-m", "gunicorn", "--config", "bench/naive.gunicorn.conf.py",
              "bench.naive_app:application"]  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="app-python-bench-"))
     (work / "naive").mkdir()

@@ -27,10 +27,6 @@ control_socket_disable = True
 def post_worker_init(worker):
     """Every worker keeps the visits file up to date (counter/store/visits_file.py) and watches
     the database files it holds open (counter/store/data_files.py)."""
-    from django.conf import settings
-
-    if not settings.configured:  # another WSGI app under these settings (bench/naive_app.py)
-        return
     from counter.store.data_files import data_files_anchor, data_files_watch
     from counter.store.visits_file import FileKeeper
 

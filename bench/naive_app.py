@@ -1,5 +1,6 @@
 """The baseline: count visits the way typical implementations do, reading the file, adding one
-and writing it back, with no lock. Served by the same gunicorn settings as the real site."""
+and writing it back, with no lock. Served by the same gunicorn settings as the real site
+(bench/naive.gunicorn.conf.py)."""
 
 import os
 from pathlib import Path

@@ -103,6 +103,11 @@ def test_a_changed_setting_or_secret_rolls_the_pods():
     assert checksums(*fixed) == checksums(*fixed)
     assert checksums(*fixed) != checksums(*fixed, "--set", "config.WEB_CONCURRENCY=4")
     assert set(checksums()) == {"checksum/config", "checksum/secret"}
+    # The generated key, drawn anew in each render (lookup keeps the live one on a cluster),
+    # rolls nothing: the first upgrade after an install did, every pod.
+    assert checksums() == checksums()
+    admin = ["--set", "admin.passwordHash=pbkdf2_sha256$1$s$h"]
+    assert checksums()["checksum/secret"] != checksums(*admin)["checksum/secret"]
 
 
 @pytest.mark.parametrize(

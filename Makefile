@@ -93,7 +93,8 @@ litestream-image:
 moto-image:
 	$(ENGINE) build $(BUILD_FLAGS) -t $(MOTO_IMAGE) e2e/moto
 
-# A real single-node Kubernetes built from source (root; the first build took 9 minutes here).
+# A real Kubernetes built from source, three nodes on this machine (NODES=1 for a quick one;
+# root; the first build took 9 minutes here).
 cluster-up:
 	bash e2e/cluster.sh up
 
@@ -105,7 +106,7 @@ cluster-down:
 e2e: $(BIN)/activate image helm litestream-image moto-image
 	bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && bash e2e/cluster.sh load $(LITESTREAM_IMAGE) && bash e2e/cluster.sh load $(MOTO_IMAGE) \
-	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py tests/test_e2e_backup.py \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py tests/test_e2e_backup.py tests/test_e2e_nodes.py \
 	  && $(MAKE) cluster-recycle; \
 	status=$$?; bash e2e/cluster.sh down; exit $$status
 

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# A real single-node Kubernetes on this machine, built from upstream sources (Go modules) and
-# run as plain processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubelet, kube-proxy, containerd + runc with bridge CNI, and CoreDNS in the cluster.
-# Nothing is pulled: the pause, CoreDNS and app images are built here and imported.
+# A real Kubernetes of several nodes on this machine, built from upstream sources (Go modules)
+# and run as plain processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+# one kube-proxy; per node a kubelet and its own containerd + runc with a bridge CNI, in the
+# node's own cgroups (so freezing them stops the whole node: kubelet, runtime, every container);
+# CoreDNS in the cluster. Nothing is pulled: the pause, CoreDNS and app images are built here
+# and imported.
 #
 #   e2e/cluster.sh build   compile the binaries into .cluster/bin (Go caches are reused)
-#   e2e/cluster.sh up      build, start everything from a clean state, write .cluster/kubeconfig
-#   e2e/cluster.sh load IMAGE   import a podman image into the node's containerd
-#   e2e/cluster.sh down    stop what `up` started, unmount, remove its network and rules; every
-#                          step runs even when one fails, and the failures are listed at the end
+#   e2e/cluster.sh up      build, start everything from a clean state, write .cluster/kubeconfig;
+#                          NODES=N nodes (3 by default, 1 for a quick run)
+#   e2e/cluster.sh load IMAGE   import a podman image into every node's containerd
+#   e2e/cluster.sh nodes   the node names, one a line
+#   e2e/cluster.sh freeze NODE | thaw NODE   stop every process of NODE at once, as a machine
+#                          that loses power would, or let it go on where it stopped
+#   e2e/cluster.sh down    stop what `up` started (frozen nodes too), unmount, remove its
+#                          network, cgroups and rules; every step runs even when one fails, and
+#                          the failures are listed at the end
 #   e2e/cluster.sh dns-check IMAGE   a pod of IMAGE resolves a Service through CoreDNS
 #
-# Needs root. It touches only what it made: processes by the PIDs it recorded (control plane),
-# the shims serving its own containerd socket, the iptables chains that were not there before `up`,
-# everything under .cluster/, /var/lib/app-python-cluster and /run/app-python-cluster, its
-# network namespaces, the address 10.250.0.1 on lo and the bridge cni0.
+# Needs root. It touches only what it made: processes by the PIDs it recorded, the shims serving
+# its own containerd sockets, the iptables chains that were not there before `up`, everything
+# under .cluster/, /var/lib/app-python-cluster and /run/app-python-cluster, the cgroups
+# app-python-node-N, its network namespaces, the addresses 10.250.0.1 and 10.250.0.1N on lo and
+# the bridges cniN.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,19 +37,47 @@ LOGS=$DIR/logs
 PIDS=$DIR/pids
 VAR=/var/lib/app-python-cluster
 RUN=/run/app-python-cluster
-NODE=node
-NODE_IP=10.250.0.1          # an extra address on lo: local, never leaves this machine
+API_IP=10.250.0.1           # an extra address on lo: local, never leaves this machine
+NODES=${NODES:-3}
 POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 # shellcheck disable=SC2034  # read through ${DNS_IP} in e2e/config (kubelet, CoreDNS)
 DNS_IP=10.96.0.10
-CONTAINERD_SOCK=$RUN/containerd.sock
-PV_COUNT=16                 # data-app-python-0..2 in two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 6 for the backup test (one pod, its volume lost five times), one spare
+# PersistentVolumes per node (a pod's volume can only be on its node): data-app-python-0..2 in
+# two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 6 for the backup test (one
+# pod, its volume lost five times), one spare, in case every pod lands on one node.
+PV_COUNT=16
+# The node that is never drained or lost: CoreDNS runs there.
+# shellcheck disable=SC2034  # read through ${DNS_NODE} in e2e/config/coredns.yaml
+DNS_NODE=node-1
 export PATH=$BIN:/usr/sbin:/sbin:$PATH
 export KUBECONFIG=$DIR/kubeconfig
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+node_is() {  # node_is N: the variables of node N (node-N), for the functions and e2e/config
+  NODE=node-$1
+  NODE_IP=10.250.0.$((10 + $1))  # on lo, like API_IP
+  NODE_DIR=$DIR/$NODE            # its kubeconfig and configuration files
+  NODE_VAR=$VAR/$NODE            # its kubelet's and containerd's state, its volumes
+  NODE_RUN=$RUN/$NODE
+  CONTAINERD_SOCK=$NODE_RUN/containerd.sock
+  BRIDGE=cni$1
+  POD_SUBNET=10.244.$1.0/24
+  CGROUP=app-python-$NODE        # under every cgroup hierarchy; the kubelet's cgroupRoot
+}
+
+node_numbers() {  # the nodes `up` started (recorded), else NODES
+  if [[ -f $DIR/nodes ]]; then sed 's/^node-//' "$DIR/nodes"; else seq "$NODES"; fi
+}
+
+node_number() {  # node_number NAME: N of a running cluster's node-N, or fail saying which exist
+  local n
+  for n in $(node_numbers); do [[ $1 == "node-$n" ]] && { echo "$n"; return; }; done
+  echo "no node '$1' in this cluster; its nodes: $(node_numbers | sed 's/^/node-/' | xargs)" >&2
+  return 1
+}
 
 config() {  # config FILE: e2e/config/FILE, each ${NAME} in it replaced by this script's $NAME
   local text name
@@ -100,6 +136,33 @@ start() {  # start NAME COMMAND...: in the background, PID kept for `down`
   echo $! >"$PIDS/$name.pid"
 }
 
+cgroups() {  # the node's cgroup in every hierarchy (v1 controllers, the named and unified ones)
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    mountpoint -q "$hierarchy" && echo "${hierarchy}$CGROUP"
+  done
+}
+
+cgroups_make() {
+  local group
+  for group in $(cgroups); do
+    mkdir -p "$group"
+    if [[ -f $group/cpuset.cpus ]]; then  # a new cpuset has no CPUs until given its parent's
+      cat "${group%/*}/cpuset.cpus" >"$group/cpuset.cpus"
+      cat "${group%/*}/cpuset.mems" >"$group/cpuset.mems"
+    fi
+  done
+}
+
+start_on_node() {  # start_on_node NAME COMMAND...: started inside the node's cgroups, so its
+  # children (containerd's shims, the containers) are too, and freezing the node stops them all
+  local name=$1 groups; shift
+  mapfile -t groups < <(cgroups)
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  start "$name-$NODE" bash -c 'for procs in "$@"; do echo $$ >"$procs/cgroup.procs"; done; exec '"$(printf '%q ' "$@")" \
+    - "${groups[@]}"
+}
+
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local seconds=$1 what=$2; shift 2
   for ((i = 0; i < seconds * 4; i++)); do
@@ -112,33 +175,40 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 pki() {
   [[ -f $PKI/ca.crt ]] && return
+  node_is 1
   config kubeadm.yaml >"$DIR/kubeadm.yaml"
   kubeadm init phase certs all --config "$DIR/kubeadm.yaml" >/dev/null
   kubeadm init phase kubeconfig all --config "$DIR/kubeadm.yaml" --kubeconfig-dir "$DIR" >/dev/null
 }
 
-images() {  # the node's images, built with podman from binaries made here
+images() {  # the nodes' images, built with podman from binaries made here
   local context
   context=$(mktemp -d)
   cp "$BIN/pause" "$BIN/coredns" "$context/"
   podman build -q -f "$CONFIG/pause.Containerfile" -t localhost/pause:local "$context" >/dev/null
   podman build -q -f "$CONFIG/coredns.Containerfile" -t localhost/coredns:local "$context" >/dev/null
   rm -rf "$context"
-  load localhost/pause:local
-  load localhost/coredns:local
 }
 
-load() {  # load IMAGE: podman's copy into the node's containerd, also under docker.io/library/
-  local image=$1 archive
+load_into_node() {  # load_into_node IMAGE: podman's copy into this node's containerd, also
+  # under docker.io/library/
+  local image=$1 archive stored short=${1#localhost/}
   archive=$(mktemp)
   podman save --format oci-archive -o "$archive" "$image" >/dev/null
   ctr_ images import --no-unpack=false "$archive" >/dev/null
   rm -f "$archive"
-  local stored short=${image#localhost/}
   # The imported name, not the docker.io/library/ alias an earlier load of the same tag made.
   stored=$(ctr_ images ls -q | grep -E "(^|/)$short$" | grep -v "^docker.io/library/" | head -n 1)
   [[ $short == */* ]] || ctr_ images tag --force "$stored" "docker.io/library/$short" >/dev/null
-  log "loaded $image into the node"
+}
+
+load() {  # load IMAGE: into every node
+  local n
+  for n in $(node_numbers); do
+    node_is "$n"
+    load_into_node "$1"
+  done
+  log "loaded $1 into $(node_numbers | sed 's/^/node-/' | xargs)"
 }
 
 up() {
@@ -148,17 +218,35 @@ up() {
     log "an earlier run left state behind: stopping it first"
     down || { log "cannot start from a clean state; see the failed steps above"; return 1; }
   fi
-  mkdir -p "$LOGS" "$PIDS" "$VAR" "$RUN" "$DIR/cni" "$VAR/pv"
+  mkdir -p "$LOGS" "$PIDS" "$VAR" "$RUN"
+  seq "$NODES" | sed 's/^/node-/' >"$DIR/nodes"
   snapshot
-  ip addr show dev lo | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
+  ip addr show dev lo | grep -q " $API_IP/" || ip addr add "$API_IP/32" dev lo
   sysctl -qw net.ipv4.ip_forward=1
+  # Every kubelet and containerd watches files: the default 128 inotify instances run out.
+  (($(sysctl -n fs.inotify.max_user_instances) >= 1024)) || sysctl -qw fs.inotify.max_user_instances=1024
   pki
   # admin.conf relies on a binding that only `kubeadm init` creates; super-admin is system:masters.
   cp "$DIR/super-admin.conf" "$DIR/kubeconfig"
 
   control_plane
-  container_runtime
-  node_agents
+  images
+  local n
+  for n in $(node_numbers); do
+    node_is "$n"
+    node_up
+  done
+  node_is 1
+  start kube-proxy kube-proxy --kubeconfig "$DIR/super-admin.conf" --hostname-override "$NODE" \
+    --cluster-cidr "$POD_CIDR" --proxy-mode iptables --masquerade-all \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
+  for n in $(node_numbers); do
+    wait_for 120 "node-$n to be Ready" kubectl wait --for=condition=Ready "node/node-$n" --timeout=1s
+  done
+  # What `kubeadm init` would bind: the API server's client identity may use the kubelet API
+  # (exec, logs, port-forward).
+  kubectl create clusterrolebinding apiserver-kubelet-client --clusterrole system:kubelet-api-admin \
+    --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   addons
   log "ready: export KUBECONFIG=$DIR/kubeconfig; kubectl get nodes"
   kubectl get nodes -o wide
@@ -166,12 +254,12 @@ up() {
 
 control_plane() {  # etcd, kube-apiserver (waited for), kube-controller-manager, kube-scheduler
   log "etcd, kube-apiserver"
-  start etcd etcd --data-dir "$VAR/etcd" --name "$NODE" \
+  start etcd etcd --data-dir "$VAR/etcd" --name etcd \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster "$NODE=http://127.0.0.1:2380"
+    --initial-cluster "etcd=http://127.0.0.1:2380"
   start kube-apiserver kube-apiserver --etcd-servers http://127.0.0.1:2379 \
-    --advertise-address "$NODE_IP" --bind-address "$NODE_IP" --secure-port 6443 \
+    --advertise-address "$API_IP" --bind-address "$API_IP" --secure-port 6443 \
     --service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --client-ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/apiserver.crt" \
@@ -204,29 +292,26 @@ control_plane() {  # etcd, kube-apiserver (waited for), kube-controller-manager,
     --authorization-kubeconfig "$DIR/scheduler.conf" --leader-elect=false --bind-address 127.0.0.1
 }
 
-container_runtime() {  # containerd with bridge CNI, and the node's images in it
-  log "containerd (runc, cgroupfs, bridge CNI)"
-  cp "$CONFIG/10-bridge.conflist" "$DIR/cni/"
-  config containerd.toml >"$DIR/containerd.toml"
-  start containerd containerd --config "$DIR/containerd.toml"
-  wait_for 30 "containerd" ctr_ version
-  images
-}
-
-node_agents() {  # kubelet and kube-proxy, until the node is Ready
-  log "kubelet, kube-proxy"
-  config kubelet.yaml >"$DIR/kubelet.yaml"
-  start kubelet kubelet --config "$DIR/kubelet.yaml" --kubeconfig "$DIR/kubelet.conf" \
-    --root-dir "$VAR/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP"
-  start kube-proxy kube-proxy --kubeconfig "$DIR/super-admin.conf" --hostname-override "$NODE" \
-    --cluster-cidr "$POD_CIDR" --proxy-mode iptables --masquerade-all \
-    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
-  wait_for 120 "the node to be Ready" kubectl wait --for=condition=Ready "node/$NODE" --timeout=1s
-
-  # What `kubeadm init` would bind: the API server's client identity may use the kubelet API
-  # (exec, logs, port-forward).
-  kubectl create clusterrolebinding apiserver-kubelet-client --clusterrole system:kubelet-api-admin \
-    --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+node_up() {  # the node's address, cgroups, containerd (with its images) and kubelet
+  log "$NODE: containerd (runc, cgroupfs, bridge $BRIDGE, $POD_SUBNET), kubelet"
+  mkdir -p "$NODE_DIR/cni" "$NODE_VAR/pv" "$NODE_RUN"
+  ip addr show dev lo | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
+  cgroups_make
+  config 10-bridge.conflist >"$NODE_DIR/cni/10-bridge.conflist"
+  config containerd.toml >"$NODE_DIR/containerd.toml"
+  start_on_node containerd containerd --config "$NODE_DIR/containerd.toml"
+  wait_for 30 "$NODE's containerd" ctr_ version
+  load_into_node localhost/pause:local
+  load_into_node localhost/coredns:local
+  # The node's own client identity (system:node:node-N): NodeRestriction holds each kubelet to
+  # its own node and pods.
+  config kubeadm.yaml >"$NODE_DIR/kubeadm.yaml"
+  kubeadm init phase kubeconfig kubelet --config "$NODE_DIR/kubeadm.yaml" \
+    --kubeconfig-dir "$NODE_DIR" >/dev/null
+  config kubelet.yaml >"$NODE_DIR/kubelet.yaml"
+  start_on_node kubelet kubelet --config "$NODE_DIR/kubelet.yaml" \
+    --kubeconfig "$NODE_DIR/kubelet.conf" --root-dir "$NODE_VAR/kubelet" \
+    --hostname-override "$NODE" --node-ip "$NODE_IP"
 }
 
 addons() {  # CoreDNS and the PersistentVolumes
@@ -236,24 +321,27 @@ addons() {  # CoreDNS and the PersistentVolumes
   kubectl -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
 }
 
-storage() {  # a default StorageClass with static hostPath PersistentVolumes
+storage() {  # a default StorageClass with static hostPath PersistentVolumes on every node
   cat "$CONFIG/storageclass.yaml"
-  local n PV
-  for ((n = 0; n < PV_COUNT; n++)); do
-    PV=pv$n
-    # hostPath ignores fsGroup: the directory is made writable for the app's group here.
-    install -d -o 0 -g 10001 -m 2775 "$VAR/pv/$PV"
-    echo ---
-    config persistentvolume.yaml
+  local n i PV
+  for n in $(node_numbers); do
+    node_is "$n"
+    for ((i = 0; i < PV_COUNT; i++)); do
+      PV=$NODE-pv$i
+      # hostPath ignores fsGroup: the directory is made writable for the app's group here.
+      install -d -o 0 -g 10001 -m 2775 "$NODE_VAR/pv/$PV"
+      echo ---
+      config persistentvolume.yaml
+    done
   done
 }
 
-stop() {  # stop NAME: by the PID `up` recorded, if that process is still NAME
-  local pidfile=$PIDS/$1.pid
+stop() {  # stop NAME [COMMAND]: by the PID `up` recorded, if that process still runs COMMAND
+  local pidfile=$PIDS/$1.pid command=${2:-$1}
   [[ -f $pidfile ]] || return 0
   local pid
   pid=$(cat "$pidfile")
-  if grep -qa -- "$1" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null; then
+  if grep -qa -- "$command" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null; then
     for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -330,17 +418,55 @@ unmount_ours() {
 }
 
 leftovers() {  # anything of an earlier run still here
-  [[ -e $VAR || -e $RUN ]] || compgen -G "$PIDS/*.pid" >/dev/null || ip link show cni0 >/dev/null 2>&1
+  [[ -e $VAR || -e $RUN || -f $DIR/nodes ]] || compgen -G "$PIDS/*.pid" >/dev/null
+}
+
+freezer() { echo "/sys/fs/cgroup/freezer/$CGROUP/freezer.state"; }
+
+freeze() {  # freeze NODE: every process of the node stops where it is, at once
+  node_is "$(node_number "$1")"
+  echo FROZEN >"$(freezer)"
+  wait_for 10 "$NODE to freeze" grep -qx FROZEN "$(freezer)"
+  log "$NODE frozen: its kubelet, containerd, shims and containers run no instruction until thawed"
+}
+
+thaw() {
+  node_is "$(node_number "$1")"
+  echo THAWED >"$(freezer)"
+  log "$NODE thawed"
+}
+
+node_down() {  # the node's kubelet, containers, containerd, shims, cgroups, bridge and address
+  # A frozen process cannot die: thaw the node first.
+  [[ -f $(freezer) ]] && try thaw "$NODE"
+  try stop "kubelet-$NODE" kubelet
+  try kill_containers
+  try stop "containerd-$NODE" containerd
+  try kill_shims
+  try remove_cgroups
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then try ip link delete "$BRIDGE"; fi
+  if ip addr show dev lo | grep -q " $NODE_IP/"; then try ip addr del "$NODE_IP/32" dev lo; fi
+}
+
+remove_cgroups() {  # the node's cgroups, deepest first, once nothing runs in them
+  local group status=0
+  for group in $(cgroups); do
+    [[ -d $group ]] || continue
+    find "$group" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    [[ ! -d $group ]] || { log "cgroup $group is still in use"; status=1; }
+  done
+  return $status
 }
 
 down() {
   log "stopping the cluster"
   failed=()
   try stop kube-proxy
-  try stop kubelet
-  try kill_containers
-  try stop containerd
-  try kill_shims
+  local n
+  for n in $(node_numbers); do
+    node_is "$n"
+    node_down
+  done
   try stop kube-scheduler
   try stop kube-controller-manager
   try stop kube-apiserver
@@ -348,14 +474,13 @@ down() {
   try purge_chains
   try unmount_ours
   try remove_netns
-  if ip link show cni0 >/dev/null 2>&1; then try ip link delete cni0; fi
-  if ip addr show dev lo | grep -q " $NODE_IP/"; then try ip addr del "$NODE_IP/32" dev lo; fi
-  try rm -rf "$VAR" "$RUN" /var/lib/cni/networks/app-python-cluster
+  if ip addr show dev lo | grep -q " $API_IP/"; then try ip addr del "$API_IP/32" dev lo; fi
+  try rm -rf "$VAR" "$RUN" /var/lib/cni/networks/app-python-node-*
   if ((${#failed[@]})); then
     log "stopped, but these steps failed: $(printf '[%s] ' "${failed[@]}")"
     return 1
   fi
-  rm -f "$DIR/chains.before" "$DIR/netns.before"
+  rm -f "$DIR/chains.before" "$DIR/netns.before" "$DIR/nodes"
   log "stopped"
 }
 
@@ -376,7 +501,11 @@ case ${1:-} in
   build) build ;;
   up) up ;;
   load) load "${2:?usage: e2e/cluster.sh load IMAGE}" ;;
+  nodes) node_numbers | sed 's/^/node-/' ;;
+  freeze) freeze "${2:?usage: e2e/cluster.sh freeze NODE}" ;;
+  thaw) thaw "${2:?usage: e2e/cluster.sh thaw NODE}" ;;
   down) down ;;
   dns-check) dns_check "${2:?usage: e2e/cluster.sh dns-check IMAGE}" ;;
-  *) echo "usage: e2e/cluster.sh build|up|load IMAGE|down|dns-check IMAGE" >&2; exit 2 ;;
+  *) echo "usage: e2e/cluster.sh build|up|load IMAGE|nodes|freeze NODE|thaw NODE|down|dns-check IMAGE" >&2
+     exit 2 ;;
 esac

@@ -194,7 +194,7 @@ load_into_node() {  # load_into_node IMAGE: podman's copy into this node's conta
   # under docker.io/library/
   local image=$1 archive stored short=${1#localhost/}
   archive=$(mktemp)
-  podman save --format oci-archive -o "$archive" "$image" >/dev/null
+  podman save -q --format oci-archive -o "$archive" "$image" >/dev/null
   ctr_ images import --no-unpack=false "$archive" >/dev/null
   rm -f "$archive"
   # The imported name, not the docker.io/library/ alias an earlier load of the same tag made.

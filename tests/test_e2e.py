@@ -27,7 +27,8 @@ PODS = ["app-python-0", "app-python-1", "app-python-2"]
 ADMIN_PASSWORD = "e2e-admin-password"
 
 
-def kubectl_json(*args: str) -> dict:
+def get(*args: str) -> dict:
+    """`kubectl get ARGS -o json`, unrecorded."""
     return Session().get(*args)
 
 
@@ -68,10 +69,10 @@ def test_statefulset_pods_volumes_and_services(deployed):
     assert ready_pods() == PODS
 
     def status() -> dict:  # the StatefulSet's status follows its pods' a moment later
-        return kubectl_json("get", "statefulset", "app-python")["status"]
+        return get("statefulset", "app-python")["status"]
 
     until("the StatefulSet to count 3 ready replicas", lambda: status()["readyReplicas"] == 3)
-    claims = kubectl_json("get", "pvc")["items"]
+    claims = get("pvc")["items"]
     assert sorted(c["metadata"]["name"] for c in claims if c["status"]["phase"] == "Bound") == [
         f"data-{pod}" for pod in PODS
     ]
@@ -101,7 +102,7 @@ def test_a_pod_resolves_another_through_the_headless_service(deployed):
     ).strip()
     t.kubectl("get", "pod", "app-python-1", "-o", "wide")
     t.save("dns")
-    assert address == kubectl_json("get", "pod", "app-python-1")["status"]["podIP"]
+    assert address == get("pod", "app-python-1")["status"]["podIP"]
 
 
 def test_the_cluster_view_sees_every_pod(deployed):
@@ -125,9 +126,7 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
     t = Session()
     before = counts(Session())
     target = "app-python-1.app-python-headless"
-    restarts = kubectl_json("get", "pod", "app-python-1")["status"]["containerStatuses"][0][
-        "restartCount"
-    ]
+    restarts = get("pod", "app-python-1")["status"]["containerStatuses"][0]["restartCount"]
     attack = ["--seconds", "50", "--slow", "200", "--idle", "0", "--slow-posts", "0"]
     command = ["kubectl", "exec", "-i", "app-python-0", "--", "python", "-", f"{target}:8000"]
     command += [*attack, "--host-header", target]
@@ -148,7 +147,7 @@ def test_slow_clients_do_not_get_a_pod_restarted(deployed):
     after = counts(t)
     t.save("slow-clients")
     assert unready_at == []
-    pod = kubectl_json("get", "pod", "app-python-1")
+    pod = get("pod", "app-python-1")
     assert pod["status"]["containerStatuses"][0]["restartCount"] == restarts
     for path in ("/healthz", "/readyz", "/"):
         assert seen[path]["ok"] == seen[path]["asked"] > 0, (path, seen[path])
@@ -172,10 +171,10 @@ def test_a_snapshot_of_one_pod_restored_into_another(deployed, tmp_path):
         result = subprocess.run(restore, stdin=source, capture_output=True, text=True)
     t.lines.append(f"$ {shlex.join(restore)} < pod0.sqlite3\n{result.stdout}{result.stderr}")
     assert result.returncode == 0, result.stderr
-    uid = kubectl_json("get", "pod", "app-python-2")["metadata"]["uid"]
+    uid = get("pod", "app-python-2")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-2")
     until("a new app-python-2", lambda: "app-python-2" in ready_pods()
-          and kubectl_json("get", "pod", "app-python-2")["metadata"]["uid"] != uid)  # fmt: skip
+          and get("pod", "app-python-2")["metadata"]["uid"] != uid)  # fmt: skip
     after = counts(t)
     t.save("restore")
     assert after == {**before, "app-python-2": before["app-python-0"]}
@@ -207,10 +206,10 @@ def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
     log = Session().kubectl("logs", "app-python-1", record=False)
     found = [line for line in log.splitlines() if "counter.data_files" in line]
     t.lines.append(f"$ kubectl logs app-python-1 | grep counter.data_files\n{found[0]}\n")
-    uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
+    uid = get("pod", "app-python-1")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-1")
     until("a new app-python-1", lambda: "app-python-1" in ready_pods()
-          and kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
+          and get("pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
     after = counts(t)
     restarted = Session().kubectl("logs", "app-python-1", record=False)
     t.save("careless-operator")
@@ -224,7 +223,7 @@ def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
 
 
 def creation_and_ready_times(name: str) -> dict[str, tuple[str, str]]:
-    pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
+    pods = get("pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
     times = {}
     for pod in pods:
         ready = next(
@@ -238,7 +237,7 @@ def test_scaling_is_parallel_and_keeps_every_count(deployed):
     t = Session()
     before = counts(Session())
     t.kubectl("scale", "statefulset", "app-python", "--replicas=0")
-    until("no pods", lambda: not kubectl_json("get", "pods", "-l",
+    until("no pods", lambda: not get("pods", "-l",
           "app.kubernetes.io/instance=app-python")["items"])  # fmt: skip
     t.kubectl("get", "pvc")
     t.kubectl("scale", "statefulset", "app-python", "--replicas=3")
@@ -259,7 +258,7 @@ def test_scaling_is_parallel_and_keeps_every_count(deployed):
 def test_ordered_ready_creates_pods_one_by_one(deployed):
     """A throwaway copy with the default OrderedReady policy, for comparison."""
     t = Session()
-    sts = kubectl_json("get", "statefulset", "app-python")
+    sts = get("statefulset", "app-python")
     copy = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -298,20 +297,20 @@ def test_ordered_ready_creates_pods_one_by_one(deployed):
 def test_a_deleted_pod_comes_back_with_its_claim_and_count(deployed):
     t = Session()
     before = counts(Session())
-    volume = kubectl_json("get", "pvc", "data-app-python-1")["spec"]["volumeName"]
-    uid = kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"]
+    volume = get("pvc", "data-app-python-1")["spec"]["volumeName"]
+    uid = get("pod", "app-python-1")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-1")
     until("a new app-python-1", lambda: "app-python-1" in ready_pods()
-          and kubectl_json("get", "pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
+          and get("pod", "app-python-1")["metadata"]["uid"] != uid)  # fmt: skip
     t.kubectl("get", "pod/app-python-1", "pvc/data-app-python-1")
-    assert kubectl_json("get", "pvc", "data-app-python-1")["spec"]["volumeName"] == volume
+    assert get("pvc", "data-app-python-1")["spec"]["volumeName"] == volume
     assert counts(t)["app-python-1"] == before["app-python-1"]
     t.save("delete-pod")
 
 
 def revisions() -> tuple[str, dict[str, str]]:
-    sts = kubectl_json("get", "statefulset", "app-python")
-    pods = kubectl_json("get", "pods", "-l", "app.kubernetes.io/instance=app-python")["items"]
+    sts = get("statefulset", "app-python")
+    pods = get("pods", "-l", "app.kubernetes.io/instance=app-python")["items"]
     return sts["status"]["updateRevision"], {
         p["metadata"]["name"]: p["metadata"]["labels"]["controller-revision-hash"] for p in pods
     }
@@ -323,7 +322,7 @@ def template_change(t: Session, release: str) -> None:
 
 
 def observed() -> bool:
-    sts = kubectl_json("get", "statefulset", "app-python")
+    sts = get("statefulset", "app-python")
     return sts["status"].get("observedGeneration") == sts["metadata"]["generation"]
 
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import wrk
+from bench.measure import wrk
 from support.servers import Server, collectstatic
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings

@@ -17,7 +17,6 @@ every one of them, the kubelet's probes included. Nothing here blocks the event 
 import fcntl
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from django.db import OperationalError
+
+from counter import process
 
 T = TypeVar("T")
 
@@ -73,12 +74,6 @@ def flock_exclusive(fd: int, *, what: str) -> None:
         attempt += 1
 
 
-def _gevent_active() -> bool:
-    """In a gevent worker (monkey-patched): not in sync workers, commands or unit tests."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
-
-
 class FileLock:
     """An exclusive lock on a file, for threads (or greenlets) and processes alike: a thread
     lock within the process, then a `flock` across processes. The file stays open, one per
@@ -98,7 +93,7 @@ class FileLock:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if _gevent_active():
+            if process.gevent_active():
                 self._flock_off_loop()
             else:
                 flock_exclusive(self._fd, what=str(self.path))

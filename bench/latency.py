@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import wrk
+from bench.measure import Load, wrk
 from support.servers import Server, collectstatic
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings
@@ -142,6 +142,7 @@ def latency_round(
     gevent server with the first worker count. Returns per target the rounds and their medians;
     `lost` is completed 2xx answers minus the visits the server counted in that run."""
     servers: dict[str, Server] = {}
+    work.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for count in workers:
             for model, args in (("gevent", ""), ("sync", SYNC_WORKERS)):
@@ -154,7 +155,7 @@ def latency_round(
                 servers[name].start().wait_ready()
         for server in servers.values():  # warm up: imports, connections, page cache
             for path in PATHS:
-                wrk(server.url(path), duration=1, connections=connections, threads=1)
+                wrk(server.url(path), Load(duration=1, connections=connections, threads=1))
         runs: dict[str, list[dict]] = {f"{name} {path}": [] for path in PATHS for name in servers}
         for number in range(rounds):
             for path in PATHS:
@@ -163,10 +164,7 @@ def latency_round(
                     server = servers[name]
                     before = server.visits() if path == "/" else 0
                     load = load_average()
-                    result = wrk(
-                        server.url(path), duration=duration, connections=connections,
-                        threads=threads,
-                    )  # fmt: skip
+                    result = wrk(server.url(path), Load(duration, connections, threads))
                     run = {
                         "load_average": load,
                         "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),

@@ -120,6 +120,7 @@ def write_doc(report: dict, chart: Path) -> None:
             )
         ),
         replication_line(facts["replication"]),
+        *latency_lines(facts.get("latency")),
         f"- peak RSS of the whole server (master + workers) under load: {facts['peak_rss_mb']} MB",
         f"- image layers on top of the base: {layer_text}",
         "",
@@ -130,3 +131,22 @@ def write_doc(report: dict, chart: Path) -> None:
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
     DOC.write_text(before + "\n".join(lines) + after)
+
+
+def latency_lines(latency: dict | None) -> list[str]:
+    """bench/latency.py's round: this server beside gunicorn's sync workers on the same app."""
+    if latency is None:  # results written before the round existed
+        return []
+    lines = ["- beside gunicorn's sync workers, same app, 2 workers each (bench/latency.py):"]
+    for path in ("/", "/healthz"):
+        ours, sync = latency["summary"][f"gevent-2 {path}"], latency["summary"][f"sync-2 {path}"]
+        against = latency["against_sync"][f"2 workers {path}"]
+        lines.append(
+            f"  `{path}` {ours['requests_per_s']:,} against {sync['requests_per_s']:,} req/s"
+            f" ({against['throughput']}), p50 {ours['p50_ms']} against {sync['p50_ms']} ms,"
+            f" p99 {ours['p99_ms']} against {sync['p99_ms']} ms ({against['p99']});"
+            f" at half the saturating rate ({ours['moderate_rate']:,}/s, open loop) p99"
+            f" {ours['moderate_p99_ms']} against {sync['moderate_p99_ms']} ms;"
+            f" {ours['errors'] + ours['moderate_errors']} errors, {ours['lost']} lost"
+        )
+    return lines

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.latency import latency_round
 from bench.measure import (
     Load,
     Replica,
@@ -101,8 +102,9 @@ def measure(
     targets: list[Target], load: Load, *, rounds: int, work: Path
 ) -> tuple[dict[str, list[dict]], dict]:
     """Start every target's server, run the throughput rounds, then the rounds beyond throughput
-    (Litestream's lag, hostile clients, login floods, a restart); stop the servers. Returns each
-    target's runs and the facts, keyed by name."""
+    (Litestream's lag, hostile clients, login floods, a restart); stop the servers; then the
+    latency round beside gunicorn's sync workers (bench/latency.py). Returns each target's runs
+    and the facts, keyed by name."""
     with contextlib.ExitStack() as stack:
         # SITE first: its start, on an empty volume before any other server, is the cold start.
         sites = {SITE.name: SITE} | {target.site.name: target.site for target in targets}
@@ -139,6 +141,10 @@ def measure(
         )
         facts["peak_rss_mb"] = round(peak["bytes"] / 2**20, 1)
         facts |= restart_round(site)
+    # Apart, once the servers above are stopped: gevent beside sync workers, each alone.
+    latency = latency_round(work / "latency", rounds=rounds, duration=load.duration,
+                            connections=load.connections, threads=load.threads)  # fmt: skip
+    facts["latency"] = {key: latency[key] for key in ("summary", "against_sync")}
     return runs, facts
 
 

@@ -7,7 +7,6 @@ A login that finds no check free within PASSWORD_CHECK_WAIT seconds gets 503 wit
 without its password being hashed (counter/middleware.py).
 """
 
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,14 +26,8 @@ PASSWORD_CHECK_WAIT = 5
 T = TypeVar("T")
 
 
-def gevent_active() -> bool:
-    """In a gevent worker (monkey-patched): not in tests, manage.py commands or sync workers."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
-
-
 def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
-    if not gevent_active():
+    if not process.gevent_active():
         return func(*args)
     import gevent
     import gevent.lock

@@ -13,8 +13,9 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.log import log_response
 
+from counter import process
 from counter.exceptions import PasswordChecksBusyError
-from counter.hashers import PASSWORD_CHECK_WAIT, gevent_active
+from counter.hashers import PASSWORD_CHECK_WAIT
 from counter.login_throttle import client_address, login_retry_after
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class LoginThrottleMiddleware:
         )
 
     def _refused(self, request: HttpRequest, retry_after: int) -> HttpResponse:
-        if gevent_active():
+        if process.gevent_active():
             # A greenlet's pause costs nothing, and a client looping on refused attempts
             # sends one a second per connection instead of as many as the server can answer.
             time.sleep(REFUSAL_DELAY)

@@ -9,6 +9,7 @@ fresh one too (counter/tests/conftest.py), so no test resets a module's globals 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,3 +61,9 @@ def process_state_renew() -> ProcessState:
 
 
 os.register_at_fork(after_in_child=process_state_renew)
+
+
+def gevent_active() -> bool:
+    """In a gevent worker (monkey-patched): not in tests, manage.py commands or sync workers."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")

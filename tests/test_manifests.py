@@ -319,10 +319,12 @@ def test_every_environment_variable_is_read_by_the_app(rendered, name):
         assert f'"{name}"' in code, f"{name} is set in the manifests but never read by the app"
     assert {"POD_NAME", "DJANGO_SECRET_KEY", "VISITS_ADMIN_PASSWORD_HASH"} <= names
     # Only what the deployment itself knows: the app's defaults stay in the app, one place.
+    # The worker count follows the pod's CPU limit, which only the deployment knows.
     assert set(objs[("ConfigMap", "app-python")]["data"]) == {
         "DJANGO_ALLOWED_HOSTS",
         "VISITS_ADMIN_USERNAME",
         "VISITS_PEER_SERVICE",
+        "WEB_CONCURRENCY",
     }
     pod_name = next(env for env in app["env"] if env["name"] == "POD_NAME")
     assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"

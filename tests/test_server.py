@@ -1,12 +1,14 @@
 """The visits site as it runs in production: `manage.py serve` (gunicorn) on 127.0.0.1."""
 
 import contextlib
+import fcntl
 import http.client
 import os
 import re
 import signal
 import sqlite3
 import threading
+import time
 import urllib.parse
 from http.cookies import SimpleCookie
 
@@ -336,6 +338,55 @@ def test_locked_too_long_is_a_503_and_the_site_recovers(make_server):
     assert server.get("/")[0] == 200
     assert server.visits() == 2
     server.wait_file(2)
+
+
+def test_a_visit_waits_for_the_writer_lock_off_the_event_loop(make_server):
+    """Another process holds the pod's writer lock (`.count.lock`): the visit waits for it in a
+    thread of gevent's pool (counter/locks.py), probes are answered meanwhile, and the visit is
+    counted as soon as the lock is released. Held past the 5 s wait, the visit fails and the
+    lock the thread takes later is released, not kept by a worker with nobody to release it."""
+    server = make_server(WEB_CONCURRENCY="1").start().wait_ready()  # one event loop to stall
+    server.get("/")
+    lock_path = server.data_dir / ".count.lock"
+    with open(lock_path, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        visit: list = []
+        waiting = threading.Thread(target=lambda: visit.append(server.get("/")))
+        waiting.start()
+        probes = [http_request(server.port, "/healthz", timeout=2)[0] for _ in range(5)]
+        assert not visit  # still waiting for the lock
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        waiting.join(10)
+    assert probes == [200] * 5
+    assert visit[0][0] == 200
+    assert server.visits() == 2
+
+    with open(lock_path, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: visit.append(server.get("/")))
+        waiting.start()
+        probes = [http_request(server.port, "/healthz", timeout=2)[0] for _ in range(10)]
+        waiting.join(15)
+        assert visit[1][0] != 200
+        fcntl.flock(holder, fcntl.LOCK_UN)
+    assert probes == [200] * 10
+    assert ".count.lock still held after 5.0 s" in server.log()
+    with open(lock_path, "a") as other:  # the worker's thread took the lock, then let it go
+        deadline = time.monotonic() + 5
+        while not _flock_free(other):
+            assert time.monotonic() < deadline, "the worker kept the writer lock"
+            time.sleep(0.01)
+    assert server.get("/")[0] == 200
+    assert server.visits() == 3
+
+
+def _flock_free(file) -> bool:
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(file, fcntl.LOCK_UN)
+    return True
 
 
 def test_disk_full_is_a_503_and_the_site_recovers(make_server, tmpfs):

@@ -30,6 +30,7 @@ logger = logging.getLogger("visits_site.server")
 BODY_GRACE = 10.0  # seconds any body gets
 BODY_RATE = 8192  # bytes per second a larger body must keep up on average
 _REFUSE_ROOM = 100  # connections beyond the cap that can still be answered 503
+_NEXT_LOOP_TURN = 1e-6  # seconds: any delay above 0 waits for the loop's next poll
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 48\r\n\r\n"
@@ -76,9 +77,16 @@ class Worker(GeventWorker):
         """Serve one request, then let every other ready connection have its turn. A client
         that sends its next request at once would otherwise find it already read and be served
         again and again, while other connections (the probes among them) wait their turn for
-        hundreds of milliseconds."""
+        hundreds of milliseconds.
+
+        The turn is taken at the next iteration of the event loop, after it polled the sockets
+        (any positive sleep; gevent.sleep's documentation). `sleep(0)` only queues the greenlet
+        behind the others that yielded: a worker whose connections all have their next request
+        waiting runs that queue for tens of callbacks before it polls, so the connections that
+        need the poll (a new one, one whose request just arrived) wait for hundreds of
+        milliseconds under load (docs/performance.md, "Latency under load")."""
         result = super().handle_request(listener_name, req, sock, addr)
-        gevent.sleep(0)
+        gevent.sleep(_NEXT_LOOP_TURN)
         return result
 
 

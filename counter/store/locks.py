@@ -2,10 +2,16 @@
 
 A gevent worker serves all its connections from one thread, so a C call that blocks (SQLite's
 busy handler sleeping while another writer holds the database, a blocking `flock`) would stall
-every one of them, the kubelet's probes included. Nothing here blocks in C: SQLite is told not
-to wait (busy timeout 0 in settings.py) and a busy statement is retried here, and file locks are
-tried without blocking. Between attempts `time.sleep`, which gevent makes cooperative, lets the
-other connections run. Without gevent (management commands, in-process tests) it just sleeps.
+every one of them, the kubelet's probes included. Nothing here blocks the event loop in C:
+
+- SQLite is told not to wait (busy timeout 0 in settings.py) and a busy statement is retried
+  here, with `time.sleep` (cooperative under gevent) between attempts;
+- a file lock is tried without blocking; when another process holds it, a gevent worker waits
+  for it in a thread of gevent's pool, blocked in `flock`, which the kernel wakes as soon as
+  the lock is released. Retrying with sleeps in between, as before, let the holder's process
+  take the lock again and again while this one slept (waits of 0.15 to 0.5 s under load,
+  docs/performance.md, "Latency under load"). Without gevent (sync workers, management
+  commands, in-process tests) the tries and sleeps remain: nothing else waits on that thread.
 """
 
 import fcntl
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from django.db import OperationalError
+
+from counter import process
 
 T = TypeVar("T")
 
@@ -75,16 +83,58 @@ class FileLock:
         self.path = path
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
+        # gevent: the pool thread blocked in flock for this lock, and whether a greenlet waits
+        # for it. A thread cannot be stopped: a caller that gives up leaves it to the next one.
+        self._flock_thread = None
+        self._flock_awaited = False
 
     def __enter__(self) -> None:
         self._thread_lock.acquire()
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            flock_exclusive(self._fd, what=str(self.path))
+            if process.gevent_active():
+                self._flock_off_loop()
+            else:
+                flock_exclusive(self._fd, what=str(self.path))
         except BaseException:
             self._thread_lock.release()
             raise
+
+    def _flock_off_loop(self) -> None:
+        """Take the flock without blocking the event loop: at once if it is free, else in a
+        thread of gevent's pool, for at most LOCK_WAIT seconds."""
+        import gevent
+
+        if self._flock_thread is None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            self._flock_thread = gevent.get_hub().threadpool.spawn(
+                fcntl.flock, self._fd, fcntl.LOCK_EX
+            )
+            self._flock_thread.rawlink(self._flock_thread_done)
+        thread = self._flock_thread
+        self._flock_awaited = True
+        try:
+            thread.get(timeout=LOCK_WAIT)
+        except gevent.Timeout:
+            raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s") from None
+        finally:
+            self._flock_awaited = False
+            if thread.ready():
+                self._flock_thread = None
+
+    def _flock_thread_done(self, thread) -> None:
+        """In the event loop, when the pool thread returns: if no caller waits for it any more,
+        release the lock it took, or this process would hold it with nobody to release it."""
+        if self._flock_awaited:
+            return
+        self._flock_thread = None
+        if thread.successful() and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def __exit__(self, *exc_info: object) -> None:
         try:

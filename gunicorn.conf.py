@@ -3,7 +3,6 @@
 The limits that keep a pod answering hostile clients are explained in visits_site/server.py.
 """
 
-import gc
 import os
 
 bind = ["0.0.0.0:8000"]
@@ -27,12 +26,7 @@ control_socket_disable = True
 
 def post_worker_init(worker):
     """Every worker keeps the visits file up to date (counter/store/visits_file.py) and watches
-    the database files it holds open (counter/store/data_files.py).
-
-    It also freezes what it holds once started (Django, the app's modules, the settings): they
-    are never garbage, and a full collection walking them took 60 ms of CPU, during which no
-    connection of the worker is served (docs/performance.md, "Latency under load")."""
-    gc.freeze()
+    the database files it holds open (counter/store/data_files.py)."""
     from counter.store.data_files import data_files_anchor, data_files_watch
     from counter.store.visits_file import FileKeeper
 

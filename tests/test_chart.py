@@ -320,7 +320,7 @@ def test_backup_off_adds_nothing():
     assert ("ConfigMap", "app-python-litestream") not in objs
 
 
-def test_backup_on_restores_then_replicates_each_pod_to_its_own_path():
+def test_backup_on_restores_then_replicates_each_volume_to_its_own_generation():
     objs = template(*BACKUP)
     pod = statefulset(objs)["spec"]["template"]["spec"]
     restore, sidecar = pod["initContainers"]
@@ -329,25 +329,23 @@ def test_backup_on_restores_then_replicates_each_pod_to_its_own_path():
     # Restore first (a plain init container), then the native sidecar: it starts before the app
     # and stops after it.
     assert restore["name"] == "litestream-restore" and "restartPolicy" not in restore
-    assert restore["args"] == [
-        "restore",
-        "-config",
-        "/etc/litestream/litestream.yml",
-        "-if-db-not-exists",
-        "-if-replica-exists",
-        "/app/data/db.sqlite3",
-    ]
+    # Both run files/litestream.sh (tests/test_replica_generations.py): the generation fence.
+    script = ["sh", "/etc/litestream/litestream.sh"]
+    assert (restore["command"], restore["args"]) == (script, ["restore"])
     assert sidecar["name"] == "litestream" and sidecar["restartPolicy"] == "Always"
-    assert sidecar["args"] == ["replicate", "-config", "/etc/litestream/litestream.yml"]
+    assert (sidecar["command"], sidecar["args"]) == (script, ["replicate"])
     # The app's 20 s graceful shutdown, then the sidecar's 10 s final sync.
     assert pod["terminationGracePeriodSeconds"] == 40
-    config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
+    data = objs[("ConfigMap", "app-python-litestream")]["data"]
+    assert data["litestream.sh"] == (CHART / "files" / "litestream.sh").read_text()
+    config = yaml.safe_load(data["litestream.yml"])
     assert config["shutdown-sync-timeout"] == "10s"
     (db,) = config["dbs"]
     assert db["path"] == "/app/data/db.sqlite3"
     assert db["replica"] == {
-        "type": "s3", "bucket": "visits-backups", "path": "app-python/${POD_NAME}",
-        "region": "us-east-1", "endpoint": "http://s3.example.com:9000", "sync-interval": "1s",
+        "type": "s3", "bucket": "visits-backups",
+        "path": "app-python/${POD_NAME}/${REPLICA_GENERATION}", "region": "us-east-1",
+        "endpoint": "http://s3.example.com:9000", "sync-interval": "1s",
     }  # fmt: skip
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["litestream"]["configMap"]["name"] == "app-python-litestream"
@@ -379,7 +377,7 @@ def test_backup_settings_reach_the_config_and_roll_the_pods():
                     "--set", "backup.credentials.accessKeyIdKey=id")  # fmt: skip
     config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
     replica = config["dbs"][0]["replica"]
-    assert replica["path"] == "prod/visits/${POD_NAME}"
+    assert replica["path"] == "prod/visits/${POD_NAME}/${REPLICA_GENERATION}"
     assert replica["sync-interval"] == "10s"
     assert "endpoint" not in replica  # AWS S3 itself
     sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]

@@ -165,7 +165,7 @@ def test_install_restores_nothing_then_replicates(installed):
     sidecar_log = t.kubectl("logs", POD, "-c", "litestream")
     replica(t)
     t.save("install")
-    assert "no matching backups found" in restore_log
+    assert "no replica of app-python-0 yet" in restore_log
     assert total == 1200
     assert "error" not in sidecar_log.lower(), sidecar_log
 
@@ -195,10 +195,11 @@ def restore_exit(t: Session) -> None:
     )
 
 
-def level0(objects: list[tuple[float, str]]) -> dict[int, float]:
-    """The replica's level-0 files (one per sync): TXID -> last modified."""
+def level0(objects: list[tuple[float, str]]) -> dict[tuple[int, int], float]:
+    """The replica's level-0 files (one per sync): (volume generation, TXID) -> last modified.
+    Keys: <path>/<pod>/<generation>/ltx/<level>/<min TXID>-<max TXID>.ltx"""
     return {
-        int(key.rsplit("-", 1)[1].removesuffix(".ltx"), 16): at
+        (int(key.split("/")[-4]), int(key.rsplit("-", 1)[1].removesuffix(".ltx"), 16)): at
         for at, key in objects
         if key.split("/")[-2] == "0000"
     }
@@ -224,8 +225,8 @@ def hard_loss(t: Session, n: int) -> dict:
     at_freeze = level0(replica(session(), record=False))
     names = ", ".join(sorted(set(processes.values())))
     t.note(f"round {n}: after {acknowledged} acknowledged visits, every process of {POD} stopped"
-           f" at once (SIGSTOP from the node: {names}); the replica's last sync then: TXID"
-           f" {max(at_freeze):#x}")  # fmt: skip
+           f" at once (SIGSTOP from the node: {names}); the replica's last sync then:"
+           " generation {0}, TXID {1:#x}".format(*max(at_freeze)))  # fmt: skip
     assert "litestream" in processes.values() and len(processes) >= 3, processes
     uid, volume = lose_pod_and_volume(t, graceful=False)
     until("the client to stop", lambda: client.poll() is not None, timeout=60)
@@ -243,6 +244,8 @@ def hard_loss(t: Session, n: int) -> dict:
     until("the sidecar's status to say it runs", sidecar_started)
     started = sidecar_started()
     after = level0(replica(session(), record=False))
+    record = "/app/data/replica-generation"
+    generation = int(t.kubectl("exec", POD, "-c", "app", "--", "cat", record, record=False))
 
     acked = [(float(at), int(total)) for at, total in
              (line.split() for line in lines if not line.startswith("failed"))]  # fmt: skip
@@ -262,7 +265,10 @@ def hard_loss(t: Session, n: int) -> dict:
     # No final sync from the frozen pod: every sync after the freeze is the new sidecar's (the
     # store keeps whole seconds).
     assert at_freeze.items() <= after.items()
-    assert all(at >= int(started) for txid, at in after.items() if txid not in at_freeze)
+    assert all(at >= int(started) for key, at in after.items() if key not in at_freeze)
+    # ... into a generation of its own (k8s/chart/files/litestream.sh): the next one.
+    assert generation == max(at_freeze)[0] + 1
+    assert {gen for gen, _ in after.keys() - at_freeze.keys()} <= {generation}
     # The replica holds a prefix of what the pod committed: never more than the visits sent
     # (the last one may have committed unacknowledged), never less than before the round.
     assert before <= restored <= last_total + 1

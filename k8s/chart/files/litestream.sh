@@ -1,0 +1,57 @@
+# The backup's two roles in a pod (the chart's litestream ConfigMap; `sh litestream.sh ROLE`):
+#   restore    the init container: choose this volume's replica generation, and on a volume
+#              without a database restore it from the newest generation of the pod's replica
+#   replicate  the sidecar: stream the database's changes into this volume's generation
+#
+# Why generations: each volume writes to a replica of its own, <path>/<pod>/<N>. A pod restored
+# onto a new volume (its node lost) takes generation N+1 and writes nothing into N. When the old
+# node comes back, its stale pod and sidecar, which still believe they own the database, can
+# only write into N: the replica the recovered pod restores from next time stays its own.
+# Litestream itself cannot fence them: a running sidecar writes from the position it remembers,
+# without reading what another one wrote there since.
+set -eu
+# The pod's paths (tests/test_replica_generations.py runs this script outside a pod).
+config=${LITESTREAM_CONFIG:-/etc/litestream/litestream.yml}
+data=${DATA_DIR:-/app/data}
+db=$data/db.sqlite3
+record=$data/replica-generation  # this volume's generation, kept on the volume
+
+holds() {  # holds N: generation N of this pod's replica has LTX files (a listing error stops all)
+  listing=$(REPLICA_GENERATION=$1 litestream ltx -config "$config" -level all "$db" 2>&1) || {
+    printf 'cannot list generation %s of %s'"'"'s replica:\n%s\n' "$1" "$POD_NAME" "$listing" >&2
+    exit 1
+  }
+  printf '%s\n' "$listing" | grep -q '^[0-9]'
+}
+
+restore() {
+  if [ -f "$record" ]; then
+    echo "this volume replicates to generation $(cat "$record"); nothing to restore"
+    return
+  fi
+  newest=0
+  while holds $((newest + 1)); do newest=$((newest + 1)); done
+  generation=$((newest + 1))
+  if [ -f "$db" ]; then
+    echo "a database without a generation (backup newly turned on): generation $generation"
+  elif [ "$newest" -eq 0 ]; then
+    echo "no replica of $POD_NAME yet: the app creates a new database; generation $generation"
+  else
+    echo "restoring $POD_NAME from generation $newest of its replica"
+    REPLICA_GENERATION=$newest litestream restore -config "$config" "$db"
+  fi
+  if [ -f "$db" ]; then  # claim the generation before the app starts: it holds the database now
+    REPLICA_GENERATION=$generation litestream replicate -config "$config" -once -force-snapshot
+  fi
+  echo "$generation" > "$record.new"
+  mv -f "$record.new" "$record"
+  echo "this volume replicates to generation $generation"
+}
+
+replicate() {
+  generation=$(cat "$record")  # written by the init container; none: stop here, loudly
+  export REPLICA_GENERATION="$generation"
+  exec litestream replicate -config "$config"
+}
+
+"$1"

@@ -1,0 +1,176 @@
+"""The backup's fence against a stale pod (k8s/chart/files/litestream.sh, the chart's backup
+init container and sidecar), with real `litestream` processes and a file replica laid out as the
+chart lays out S3: a pod's node is lost while its sidecar has changes it has not shipped; the
+pod is restored onto a new volume and counts on; then the old node comes back and its sidecar
+ships what it held. A third volume restored after that must hold the recovered pod's count.
+
+With a replica path per volume generation (the chart) it does; with one path per pod (the
+chart before generations) the stale sidecar overwrites the recovered pod's replica.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from support.tools import ROOT, litestream_binary
+
+LITESTREAM = litestream_binary()
+SCRIPT = ROOT / "k8s" / "chart" / "files" / "litestream.sh"
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        LITESTREAM is None,
+        reason="litestream is not built: `bash scripts/litestream.sh` builds it"
+        " (or set LITESTREAM to a litestream v0.5 binary)",
+    ),
+]
+
+
+class Volume:
+    """A pod's volume: its database (a table of visits, one row each) and its litestream."""
+
+    def __init__(self, root: Path, name: str, replica: str) -> None:
+        self.data = root / name
+        self.data.mkdir()
+        self.config = root / f"{name}.yml"
+        # The chart's layout (configmap-litestream.yaml), with a file replica instead of S3.
+        self.config.write_text(
+            f"dbs:\n  - path: {self.data}/db.sqlite3\n"
+            f"    replica:\n      type: file\n      path: {root}/replica/{replica}\n"
+        )
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(LITESTREAM).parent}:{os.environ['PATH']}",
+            "POD_NAME": "app-python-2",
+            "LITESTREAM_CONFIG": str(self.config),
+            "DATA_DIR": str(self.data),
+        }
+        self.sidecar: subprocess.Popen | None = None
+
+    def run(self, *args: str) -> str:
+        result = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def visit(self, n: int) -> None:
+        """n visits, each its own commit (the app commits each one)."""
+        with sqlite3.connect(self.data / "db.sqlite3") as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS visit (at REAL)")
+            for _ in range(n):
+                db.execute("INSERT INTO visit VALUES (?)", (time.time(),))
+                db.commit()
+
+    def count(self) -> int:
+        with sqlite3.connect(self.data / "db.sqlite3") as db:
+            return db.execute("SELECT count(*) FROM visit").fetchone()[0]
+
+
+def replica_count(volume: Volume, tmp: Path) -> int | None:
+    """What a restore of the replica the volume writes to holds now; None: nothing yet."""
+    record = volume.data / "replica-generation"
+    env = (
+        {**volume.env, "REPLICA_GENERATION": record.read_text().strip()}
+        if record.exists()
+        else volume.env
+    )
+    out = tmp / f"probe-{time.monotonic_ns()}.sqlite3"
+    command = [
+        LITESTREAM,
+        "restore",
+        "-config",
+        volume.config,
+        "-o",
+        out,
+        volume.data / "db.sqlite3",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    if "no matching backup" in result.stderr:
+        return None
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(out) as db:
+        return db.execute("SELECT count(*) FROM visit").fetchone()[0]
+
+
+def until_replica_holds(volume: Volume, total: int, tmp: Path) -> None:
+    deadline = time.monotonic() + 30
+    while replica_count(volume, tmp) != total:
+        assert time.monotonic() < deadline, f"the replica never held {total} visits"
+        time.sleep(0.2)
+
+
+def lose_a_node_and_bring_it_back(tmp: Path, *, start, replica: str) -> dict[str, int]:
+    """The scenario; `start(volume)` is how a pod's litestream starts on a volume: it restores
+    (when it can) and returns the running sidecar."""
+    old, new, third = (Volume(tmp, name, replica) for name in ("old", "new", "third"))
+    old_sidecar = start(old)
+    old.visit(10)
+    until_replica_holds(old, 10, tmp)
+    old_sidecar.send_signal(signal.SIGSTOP)  # the node is lost: the sidecar stops mid-flight
+    old.visit(3)  # counted on the old node, not yet shipped
+    new_sidecar = start(new)  # the pod recovered onto another node, a new volume
+    restored = new.count()
+    with sqlite3.connect(new.data / "db.sqlite3") as db:  # 2 visits in one commit: one LTX file
+        db.executemany("INSERT INTO visit VALUES (?)", [(time.time(),)] * 2)
+    until_replica_holds(new, restored + 2, tmp)
+    old_sidecar.send_signal(signal.SIGCONT)  # the old node is back: its sidecar ships its 3,
+    for _ in range(3):  # and its pod counts on until its kubelet stops it: 3 more, one a sync
+        time.sleep(1.5)
+        old.visit(1)
+    until_replica_holds(old, 16, tmp)
+    for sidecar in (old_sidecar, new_sidecar):
+        sidecar.terminate()
+        sidecar.wait(timeout=30)
+    start(third).terminate()  # the recovered pod loses its volume in turn
+    return {"restored": restored, "recovered": new.count(), "third": third.count()}
+
+
+@pytest.fixture
+def sidecars():
+    running: list[subprocess.Popen] = []
+    yield running
+    for process in running:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()
+
+
+def test_a_stale_sidecar_cannot_write_into_the_recovered_pods_generation(tmp_path, sidecars):
+    def start(volume: Volume) -> subprocess.Popen:
+        volume.run("sh", str(SCRIPT), "restore")
+        replicate = ["sh", str(SCRIPT), "replicate"]
+        sidecar = subprocess.Popen(replicate, env=volume.env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        sidecars.append(sidecar)
+        return sidecar
+
+    counts = lose_a_node_and_bring_it_back(
+        tmp_path, start=start, replica="app-python-2/${REPLICA_GENERATION}"
+    )
+    assert counts == {"restored": 10, "recovered": 12, "third": 12}
+    generations = {volume: (tmp_path / volume / "replica-generation").read_text().strip()
+                   for volume in ("old", "new", "third")}  # fmt: skip
+    assert generations == {"old": "1", "new": "2", "third": "3"}
+
+
+def test_without_generations_the_stale_sidecar_overwrites_the_recovered_replica(tmp_path, sidecars):
+    """The chart's commands before generations: restore if there is no database, replicate."""
+
+    def start(volume: Volume) -> subprocess.Popen:
+        volume.run(LITESTREAM, "restore", "-config", str(volume.config), "-if-db-not-exists",
+                   "-if-replica-exists", str(volume.data / "db.sqlite3"))  # fmt: skip
+        sidecar = subprocess.Popen([LITESTREAM, "replicate", "-config", str(volume.config)],
+                                   env=volume.env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        sidecars.append(sidecar)
+        return sidecar
+
+    counts = lose_a_node_and_bring_it_back(tmp_path, start=start, replica="app-python-2")
+    # The third volume gets the stale pod's 16: the recovered pod's 2 visits are gone.
+    assert counts == {"restored": 10, "recovered": 12, "third": 16}

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from support.tools import ROOT, helm_binary
 
@@ -134,3 +135,60 @@ def until(what: str, check: Callable[[], object], timeout: float = 180) -> None:
             last = f"; the last check raised {error!r}" if error else ""
             raise AssertionError(f"gave up waiting for {what} after {timeout:g} s{last}")
         time.sleep(0.5)
+
+
+# The backup tests' S3 (e2e/moto/moto.yaml): a bucket per namespace, and the chart's values
+# that replicate to it with the credentials in Secret backup-s3.
+BUCKET = "visits-backups"
+BACKUP_VALUES = (
+    "--set", "backup.enabled=true", "--set", "backup.image.pullPolicy=IfNotPresent",
+    "--set", f"backup.s3.bucket={BUCKET}", "--set", "backup.s3.endpoint=http://s3:5000",
+    "--set", "backup.credentials.secretName=backup-s3",
+)  # fmt: skip
+S3 = f"""
+import boto3, sys
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:5000", region_name="us-east-1",
+                  aws_access_key_id="e2e", aws_secret_access_key="e2e")
+if sys.argv[1] == "create":
+    s3.create_bucket(Bucket="{BUCKET}")
+    print("bucket {BUCKET} created")
+else:
+    listing = s3.list_objects_v2(Bucket="{BUCKET}", Prefix=sys.argv[2])
+    for item in listing.get("Contents", []):
+        print(item["LastModified"].timestamp(), item["Size"], item["Key"])
+"""
+
+
+def start_s3(t: Session) -> None:
+    """moto in t's namespace, its bucket, and the Secret the chart's backup values name."""
+    t.note("an S3-compatible store in the namespace (moto), its bucket, and the Secret")
+    t.kubectl("apply", "-f", "e2e/moto/moto.yaml")
+    t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
+    t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "create")
+    keys = ["--from-literal=AWS_ACCESS_KEY_ID=e2e", "--from-literal=AWS_SECRET_ACCESS_KEY=e2e"]
+    t.kubectl("create", "secret", "generic", "backup-s3", *keys)
+
+
+def replica(t: Session, pod: str, *, record: bool = True) -> list[tuple[float, str]]:
+    """The objects of the pod's replica in the bucket: (last modified, key); keys are
+    app-python/<pod>/<volume generation>/<level>/<min TXID>-<max TXID>.ltx."""
+    output = t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "list",
+                       f"app-python/{pod}/", record=record)  # fmt: skip
+    return [(float(line.split()[0]), line.split()[2]) for line in output.splitlines()]
+
+
+def pod_processes(uid: str) -> dict[int, str]:
+    """The processes of a pod's containers on this machine (their cgroups name the pod's UID),
+    without the sandbox's pause: pid -> name."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroups = (proc / "cgroup").read_text()
+            name = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        if (uid in cgroups or uid.replace("-", "_") in cgroups) and name != "pause":
+            found[int(proc.name)] = name
+    return found

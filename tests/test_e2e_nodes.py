@@ -1,9 +1,12 @@
-"""The StatefulSet across several nodes (`make e2e` starts three), in its own namespace: the pods
-spread over the nodes, a drain that the PodDisruptionBudget holds to one pod at a time, and a
-node lost the way a machine that loses power is (`e2e/cluster.sh freeze`: its kubelet, its
-runtime and every container on it stop at once). A client counts through the Service about ten
-times a second throughout; every visit it saw acknowledged must be counted. Each step saves its
-real output under docs/transcripts/e2e-nodes-*.txt, which docs/kubernetes.md quotes.
+"""The StatefulSet across several nodes (`make e2e` starts three), in its own namespace, with
+the chart's defaults and backup on: the pods spread over the nodes, a drain that the
+PodDisruptionBudget holds to one pod at a time, a node lost the way a machine that loses power is
+(`e2e/cluster.sh freeze`: its kubelet, its runtime and every container on it stop at once), the
+lost pod recovered onto another node from its backup (scripts/recover-pod.sh), the old node
+coming back with its stale pod, and the same loss without backup. A client counts through the
+Service about ten times a second throughout; every visit it saw acknowledged must be counted.
+Last, in a namespace of its own, the strict spread (DoNotSchedule) with a node cordoned. Each step
+saves its real output under docs/transcripts/e2e-nodes-*.txt, which docs/kubernetes.md quotes.
 """
 
 import re
@@ -15,7 +18,15 @@ import urllib.request
 import pytest
 import yaml
 
-from support.cluster import Session, cluster_missing, until
+from support.cluster import (
+    BACKUP_VALUES,
+    Session,
+    cluster_missing,
+    pod_processes,
+    replica,
+    start_s3,
+    until,
+)
 from support.tools import ROOT, helm_binary
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +44,11 @@ if len(NODES) < 3:
 NAMESPACE = "app-python-nodes"
 PODS = ["app-python-0", "app-python-1", "app-python-2"]
 SELECTOR = "app.kubernetes.io/name=app-python,app.kubernetes.io/instance=app-python"
-DNS_NODE = "node-1"  # CoreDNS's (e2e/cluster.sh): never drained or lost here
-# The chart's spread, made strict: a pod that cannot have a node of its own waits.
+DNS_NODE = "node-1"  # CoreDNS's and S3's (e2e/cluster.sh, e2e/moto): never drained or lost here
+INSTALL = ("upgrade", "--install", "app-python", "k8s/chart", "-f", "k8s/chart/values-local.yaml")
+RECOVER = ["bash", str(ROOT / "scripts" / "recover-pod.sh"), "-n", NAMESPACE]
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+# The chart's spread (ScheduleAnyway), made strict: a pod that cannot have a node of its own waits.
 SPREAD = {
     "topologySpreadConstraints": [
         {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
@@ -128,12 +142,12 @@ def assert_every_acknowledged_visit_counted(client: Client, before: dict, after:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Session:
-    values = tmp_path_factory.mktemp("nodes") / "spread.yaml"
-    values.write_text(yaml.safe_dump(SPREAD))
+def installed() -> Session:
+    """The chart with its defaults and backup on (S3 on node-1)."""
     t = session()
-    t.helm("upgrade", "--install", "app-python", "k8s/chart", "-n", NAMESPACE, "--create-namespace",
-           "-f", "k8s/chart/values-local.yaml", "-f", str(values))  # fmt: skip
+    Session().kubectl("create", "namespace", NAMESPACE)
+    start_s3(t)
+    t.helm(*INSTALL, "-n", NAMESPACE, *BACKUP_VALUES)
     t.kubectl("rollout", "status", "statefulset/app-python", "--timeout=300s", record=False)
     until("3 ready pods", lambda: t.ready_pods(SELECTOR) == PODS)
     return t
@@ -286,3 +300,231 @@ def test_a_lost_node_keeps_its_pod_out_of_the_service_and_makes_no_twin(installe
     assert t.uid(pod) == uid
     assert counted_after and not failed_after, failed_after
     assert_every_acknowledged_visit_counted(client, before, after)
+
+
+def alone_on_a_node(where: dict[str, str]) -> str:
+    """A pod with a node to itself, not the node that CoreDNS and S3 run on: the one to lose."""
+    candidates = [pod for pod, node in where.items()
+                  if node != DNS_NODE and list(where.values()).count(node) == 1]  # fmt: skip
+    assert candidates, where
+    return max(candidates)
+
+
+def volume_generation(t: Session, pod: str) -> int:
+    """The replica generation the pod's volume writes to (k8s/chart/files/litestream.sh)."""
+    record = "/app/data/replica-generation"
+    return int(t.kubectl("exec", pod, "-c", "app", "--", "cat", record, record=False))
+
+
+def run(t: Session, command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """A command, recorded with its output, as a terminal shows it."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    shown = " ".join(part.removeprefix(f"{ROOT}/") for part in command)
+    t.lines.append(f"$ {shown}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def freeze(t: Session, node: str) -> float:
+    """Freeze the node, then wait until the control plane has given up on it (Ready Unknown)."""
+    subprocess.run([*CLUSTER, "freeze", node], check=True, capture_output=True)
+    frozen = time.time()
+    t.note(f"{node} frozen: its kubelet, containerd and containers stopped")
+    until(f"{node} NotReady", lambda: node_ready(node) == "Unknown", timeout=240)
+    t.note(f"{node} Ready=Unknown after {time.time() - frozen:.1f} s")
+    return frozen
+
+
+def thaw(t: Session, node: str) -> None:
+    subprocess.run([*CLUSTER, "thaw", node], check=True, capture_output=True)
+    t.note(f"{node} thawed")
+    until(f"{node} Ready", lambda: node_ready(node) == "True")
+
+
+@pytest.fixture(scope="module")
+def recovered(installed) -> dict:
+    """A node lost while a client counts; scripts/recover-pod.sh, refused while the node still
+    answers, then run once it does not: the pod on a new volume on another node."""
+    t = session()
+    where = placement()
+    pod = alone_on_a_node(where)
+    node = where[pod]
+    uid = t.uid(pod)
+    generation = volume_generation(t, pod)
+    refused = run(t, [*RECOVER, pod])
+    before = counts(session())
+    client = Client(t.get("service", "app-python")["spec"]["clusterIP"])
+    client.start()
+    try:
+        until("20 answered visits", lambda: len(client.answered) >= 20, timeout=60)
+        frozen = freeze(t, node)
+        recovery = run(t, [*RECOVER, pod])
+        done = time.time()
+        until(f"{pod} to answer the client again",
+              lambda: any(at > done and name == pod for at, name, _ in client.answered),
+              timeout=60)  # fmt: skip
+    finally:
+        client.stop()
+    after = counts(t)
+    t.kubectl("get", "pods", "-o", "wide")
+    old = [(at, total) for at, name, total in client.answered if name == pod and at <= frozen]
+    new = [total for at, name, total in client.answered if name == pod and at > frozen]
+    last_at, last_total = old[-1]
+    restored = min(new) - 1  # the client is the only visitor: its first visit there is restored + 1
+    kept = [at for at, total in old if total <= restored]
+    facts = {
+        "pod": pod, "node": node, "uid": uid, "generation": generation, "refused": refused,
+        "recovery": recovery, "before": before, "after": after, "client": client,
+        "restored": restored, "last acknowledged": last_total, "lost": last_total - restored,
+        "seconds": last_at - kept[-1] if kept else None,
+        "last before the freeze": frozen - last_at, "recovery took": done - frozen,
+    }  # fmt: skip
+    t.note(f"{pod}'s last acknowledged visit before the freeze: total {last_total},"
+           f" {frozen - last_at:.2f} s before it; restored {restored}: {facts['lost']}"
+           f" acknowledged visits lost, the last"
+           f" {facts['seconds'] or 0:.2f} s of counting; from the freeze to the recovered pod:"
+           f" {done - frozen:.0f} s; the client: {len(client.answered)} answered,"
+           f" {len(client.failed)} failed")  # fmt: skip
+    t.save("recover")
+    return facts
+
+
+def test_the_recovery_command_refuses_while_the_node_still_answers(recovered):
+    refused = recovered["refused"]
+    assert refused.returncode == 1, refused.stdout
+    assert f"refusing: {recovered['node']} still answers (Ready=True" in refused.stderr
+    assert "drain it instead" in refused.stderr
+
+
+def test_a_pod_on_a_lost_node_is_recovered_on_another_from_its_backup(recovered):
+    t = session()
+    pod, node = recovered["pod"], recovered["node"]
+    assert recovered["recovery"].returncode == 0, recovered["recovery"].stderr
+    assert placement()[pod] != node
+    assert t.uid(pod) != recovered["uid"]
+    # The restored count lies between the count before the loss and the last acknowledged visit.
+    assert recovered["before"][pod] <= recovered["restored"] <= recovered["last acknowledged"]
+    claim = t.get("pvc", f"data-{pod}")
+    volume = t.get("pv", claim["spec"]["volumeName"])
+    terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == [placement()[pod]]
+    assert volume_generation(t, pod) == recovered["generation"] + 1
+    # The other pods counted every visit they acknowledged; the lost ones are the recovered pod's.
+    client = recovered["client"]
+    for other in PODS:
+        if other != pod:
+            seen = client.acknowledged(other)
+            grown = recovered["after"][other] - recovered["before"][other]
+            assert grown >= len(seen), (other, grown, len(seen))
+
+
+def test_the_old_node_comes_back_and_its_stale_pod_writes_only_its_own_generation(recovered):
+    """Thawed, the old node's kubelet finds its pod deleted and stops it; until then its sidecar
+    may ship what it held, into the old volume's generation only. Then the recovered pod loses
+    its volume too: the restore brings back its count, not the stale one's."""
+    t = session()
+    pod, node = recovered["pod"], recovered["node"]
+    old_generation = str(recovered["generation"])
+    objects = replica(session(), pod, record=False)
+    thaw(t, node)
+    until(f"the stale {pod}'s containers on {node} to stop",
+          lambda: not pod_processes(recovered["uid"]), timeout=120)  # fmt: skip
+    after_thaw = replica(session(), pod, record=False)
+    written = sorted(key for at, key in set(after_thaw) - set(objects))
+    stale = [key for key in written if key.split("/")[2] == old_generation]
+    t.note(f"written to {pod}'s replica since the thaw: {len(written)} objects,"
+           f" {len(stale)} of them into the old volume's generation {old_generation}"
+           f" ({stale})")  # fmt: skip
+    t.kubectl("taint", "node", node, f"{OUT_OF_SERVICE}-")
+    t.python(pod, "import urllib.request as u\nfor _ in range(30): u.urlopen('http://localhost:8000/')",
+             container="app")  # fmt: skip
+    at_loss = t.visits(pod, container="app")
+    uid = t.uid(pod)
+    volume = t.get("pvc", f"data-{pod}")["spec"]["volumeName"]
+    t.note(f"30 visits to {pod}, then its claim and the pod deleted: it loses its volume")
+    t.kubectl("delete", "pvc", f"data-{pod}", "--wait=false")
+    t.kubectl("delete", "pod", pod)
+
+    def replaced() -> bool:
+        claim = t.get("pvc", f"data-{pod}")
+        return t.is_ready(pod) and t.uid(pod) != uid and claim["spec"]["volumeName"] != volume
+
+    until(f"{pod} on a new volume", replaced, timeout=300)
+    t.kubectl("get", "pods", "-o", "wide")
+    t.kubectl("logs", pod, "-c", "litestream-restore")
+    restored = t.visits(pod, container="app")
+    t.save("comeback")
+    # Nothing but the two volumes' own generations; the stale pod's writes stayed in the old one.
+    assert {key.split("/")[2] for key in written} <= {old_generation, str(int(old_generation) + 1)}
+    assert restored == at_loss
+
+
+def test_without_backup_a_lost_nodes_pod_waits_for_its_node(installed):
+    """The chart without backup: the same loss leaves the pod Pending, its count on the lost
+    node's volume only; the recovery command says so, and the count comes back with the node."""
+    t = session()
+    t.helm(*INSTALL, "-n", NAMESPACE)
+    t.kubectl("rollout", "status", "statefulset/app-python", "--timeout=300s", record=False)
+    until("3 ready pods", lambda: t.ready_pods(SELECTOR) == PODS)
+    where = placement()
+    pod = alone_on_a_node(where)
+    node = where[pod]
+    before = t.visits(pod)
+    freeze(t, node)
+    try:
+        result = run(t, [*RECOVER, pod])
+        t.kubectl("get", "pods", "-o", "wide")
+        waiting = next(c for c in t.get("pod", pod)["status"]["conditions"]
+                       if c["type"] == "PodScheduled")  # fmt: skip
+    finally:
+        thaw(t, node)
+    t.kubectl("taint", "node", node, f"{OUT_OF_SERVICE}-")
+    until(f"{pod} ready on {node}", lambda: t.is_ready(pod))
+    t.kubectl("get", "pods", "-o", "wide")
+    after = t.visits(pod)
+    t.save("no-backup")
+    assert result.returncode == 3, result.stderr
+    assert "Backup is off" in result.stdout and "--discard-data" in result.stdout
+    assert waiting["status"] == "False"
+    assert "volume node affinity conflict" in waiting["message"], waiting
+    assert placement()[pod] == node
+    assert after == before
+
+
+def test_a_strict_spread_makes_a_new_pod_wait_while_a_node_is_cordoned():
+    """whenUnsatisfiable: DoNotSchedule with one of three nodes cordoned: two pods run, the third
+    waits and says why; uncordoned, it runs there. (The chart's default, ScheduleAnyway, would
+    have run it beside another.)"""
+    namespace = "app-python-spread"
+    t = Session(namespace, prefix="nodes-")
+    cordoned = NODES[2]
+    values = ROOT / ".cluster" / "strict-spread.yaml"
+    values.write_text(yaml.safe_dump(SPREAD))
+    t.kubectl("cordon", cordoned)
+    try:
+        t.helm(*INSTALL, "-n", namespace, "--create-namespace", "-f", str(values))
+
+        def waiting() -> str | None:
+            pods = t.get("pods", "-l", SELECTOR)["items"]
+            pending = [c["message"] for pod in pods for c in pod["status"].get("conditions", [])
+                       if c["type"] == "PodScheduled" and c["status"] == "False"]  # fmt: skip
+            return len(pods) == 3 and len(t.ready_pods(SELECTOR)) == 2 and pending and pending[0]
+
+        until("two pods ready and one waiting", waiting, timeout=300)
+        why = waiting()
+        t.kubectl("get", "pods", "-o", "wide")
+        t.note(f"the third pod waits: {why}")
+    finally:
+        t.kubectl("uncordon", cordoned)
+    until("3 ready pods", lambda: t.ready_pods(SELECTOR) == PODS, timeout=300)
+    t.kubectl("get", "pods", "-o", "wide")
+    nodes = sorted(placement_in(t).values())
+    t.save("strict-spread")
+    t.helm("uninstall", "app-python", "-n", namespace)
+    assert "1 node(s) were unschedulable" in why, why
+    assert "2 node(s) didn't match pod topology spread constraints" in why, why
+    assert nodes == sorted(NODES[:3]), nodes
+
+
+def placement_in(t: Session) -> dict[str, str]:
+    pods = t.get("pods", "-l", SELECTOR)["items"]
+    return {pod["metadata"]["name"]: pod["spec"].get("nodeName") for pod in pods}

@@ -1,3 +1,4 @@
+#!/bin/sh
 # The backup's two roles in a pod (the chart's litestream ConfigMap; `sh litestream.sh ROLE`):
 #   restore    the init container: choose this volume's replica generation, and on a volume
 #              without a database restore it from the newest generation of the pod's replica

@@ -13,7 +13,7 @@
 # 4. With backup: waits for the new pod, on a new volume restored from the newest generation of
 #    its replica, to be ready, and prints where it runs and the count it restored.
 #    Without backup: the count is on the lost node's volume and nowhere else. The pod stays
-#    Pending (volume node affinity conflict) until the node returns; then remove the taint
+#    Pending (its volume's node affinity) until the node returns; then remove the taint
 #    (printed below). --discard-data deletes the claim anyway: the pod starts over from 0.
 set -o errexit -o nounset -o pipefail
 
@@ -85,7 +85,8 @@ step kubectl -n "$namespace" wait pod "$pod" --for=condition=Ready --timeout=300
 k get pod "$pod" -o wide
 k get pvc "$claim"
 if [[ -n $backup ]]; then
-  say "restore: $(k logs "$pod" -c litestream-restore | tr '\n' ' ')"
+  say "the restore's log (its init container):"
+  k logs "$pod" -c litestream-restore | grep -v '^time=' | sed 's/^/  /'
 fi
 say "$pod counts $(k exec "$pod" -c app -- cat /app/data/visits) visits"
 say "When $node is back: kubectl taint node $node node.kubernetes.io/out-of-service-"

@@ -231,6 +231,9 @@ def test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port(rende
     labels = statefulset(objs)["spec"]["template"]["metadata"]["labels"]
     (pdb,) = by_kind(objs, "PodDisruptionBudget")
     assert matches(pdb["spec"]["selector"]["matchLabels"], labels)
+    # One pod at a time, whatever the replica count: a release of one replica stays drainable
+    # (minAvailable: 1 would refuse every eviction of its only pod).
+    assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]
     policy = objs[("NetworkPolicy", "app-python")]  # the chart adds one for its test pod
     assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
     # Ingress only (the default without egress rules): egress stays open for DNS and peers.

@@ -115,9 +115,11 @@ cluster-recycle:
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
+# ruff, and the migration rule: within a major version migrations only add (django-migration-linter).
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
 
 format: $(BIN)/activate
 	$(BIN)/ruff check --fix .

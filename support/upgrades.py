@@ -1,15 +1,25 @@
-"""Later versions of the app, made for the upgrade tests: a copy of the app's code under another
-version number, with a migration this checkout does not have.
+"""Other versions of the app for the upgrade tests.
 
-ADDITIVE is what a later minor version may ship (a nullable column on the table every visit
-writes); RENAMING is what only a new major version may (a column the current code reads,
-renamed). Each follows the newest migration on disk, whatever it is by then.
+The previous release: a git worktree of its commit (scripts/versions.env), from which the
+upgrade e2e builds its image and takes its chart and kustomize base.
+
+Later versions, made for the tests: a copy of the app's code under another version number,
+with a migration this checkout does not have. ADDITIVE is what a later minor version may ship
+(a nullable column on the table every visit writes); RENAMING is what only a new major version
+may (a column the current code reads, renamed). Each follows the newest migration on disk,
+whatever it is by then.
 """
 
+import contextlib
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from support.tools import ROOT
+from support.tools import ROOT, VERSIONS
+
+PREVIOUS_VERSION = VERSIONS["PREVIOUS_VERSION"]
+PREVIOUS_COMMIT = VERSIONS["PREVIOUS_COMMIT"]
 
 MIGRATIONS = ROOT / "counter" / "migrations"
 MIGRATION_NAME = "upgrade_test"  # the later versions' migration: next_migration(MIGRATION_NAME)
@@ -80,3 +90,25 @@ def app_copy(folder: Path, *, version: str, migration: str | None = None) -> Pat
         migration_write(folder / "counter" / "migrations", name=MIGRATION_NAME, source=migration)
     (folder / "staticfiles").symlink_to(ROOT / "staticfiles")  # the tests' collectstatic
     return folder
+
+
+@contextlib.contextmanager
+def previous_release(folder: Path) -> Iterator[Path]:
+    """A git worktree of the previous release's commit in `folder`, removed afterwards;
+    LookupError, saying why, when this clone's history does not hold that commit."""
+    path = folder / f"app-python-{PREVIOUS_VERSION}"
+    added = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), PREVIOUS_COMMIT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if added.returncode != 0:
+        raise LookupError(
+            f"no worktree of the previous release {PREVIOUS_VERSION} ({PREVIOUS_COMMIT}):"
+            f" {added.stderr.strip()}. A shallow clone lacks it: git fetch --unshallow"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)

@@ -1,0 +1,80 @@
+"""One version for the app, its image and the chart's appVersion, written where each tool reads
+it and in CHANGELOG.md, whose top entry is the current version; the previous release recorded
+in scripts/versions.env is the changelog's second entry, at the commit recorded beside it."""
+
+import contextlib
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from counter.store.schema import version_number
+from support.manifests import helm, kustomize, parse, statefulset
+from support.tools import APP_VERSION, ROOT, VERSIONS, helm_binary
+from support.upgrades import PREVIOUS_VERSION, previous_release
+
+CHANGELOG = ROOT / "CHANGELOG.md"
+ENTRY = re.compile(r"^## \[(?P<version>[^\]]+)\] - (?P<date>\d{4}-\d{2}-\d{2})$", re.M)
+
+
+def entries() -> list[tuple[str, str]]:
+    """(version, text) of each changelog entry, newest first."""
+    text = CHANGELOG.read_text()
+    found = list(ENTRY.finditer(text))
+    ends = [match.start() for match in found[1:]] + [len(text)]
+    pairs = zip(found, ends, strict=True)
+    return [(match["version"], text[match.end() : end]) for match, end in pairs]
+
+
+def test_the_app_the_chart_the_image_and_the_changelog_agree():
+    chart = yaml.safe_load((ROOT / "k8s" / "chart" / "Chart.yaml").read_text())
+    base = yaml.safe_load_all((ROOT / "k8s" / "base" / "app-python.yaml").read_text())
+    (statefulset,) = [doc for doc in base if doc and doc["kind"] == "StatefulSet"]
+    (version, text), *_ = entries()
+    assert chart["appVersion"] == APP_VERSION == version
+    assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        f"app-python:{APP_VERSION}"
+    )  # the chart's default tag is its appVersion; the kustomize base is its render
+    assert f"Chart version {chart['version']}." in text
+
+
+def test_the_changelog_goes_down_from_the_current_version_to_the_previous_release():
+    versions = [version for version, _ in entries()]
+    assert versions[1] == VERSIONS["PREVIOUS_VERSION"]
+    assert [version_number(v) for v in versions] == sorted(map(version_number, versions))[::-1]
+    assert len(set(versions)) == len(versions)
+    assert "Unreleased" not in CHANGELOG.read_text()  # the top entry is the version as it is
+
+
+def test_the_previous_release_commit_is_that_version():
+    commit = VERSIONS["PREVIOUS_COMMIT"]
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:pyproject.toml"], cwd=ROOT, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        pytest.skip(f"the git history does not hold {commit} (a shallow clone, or no git)")
+    assert f'\nversion = "{VERSIONS["PREVIOUS_VERSION"]}"\n' in shown.stdout
+    assert f"(commit {commit[:7]})" in dict(entries())[VERSIONS["PREVIOUS_VERSION"]]
+
+
+def test_the_previous_release_renders_its_version_with_this_helm_and_kustomize(tmp_path):
+    """What the upgrade e2e installs first (tests/test_e2e_upgrade.py), checked offline."""
+    if helm_binary() is None or shutil.which("kubectl") is None:
+        pytest.skip("needs helm (`make helm`) and kubectl")
+    with contextlib.ExitStack() as stack:
+        try:
+            old = stack.enter_context(previous_release(tmp_path))
+        except LookupError as error:
+            pytest.skip(str(error))
+        chart = old / "k8s" / "chart"
+        (old / "k8s" / "base" / "secret.env").write_text("DJANGO_SECRET_KEY=offline-check\n")
+        values = ["-f", str(chart / "values-local.yaml")]
+        renders = {
+            "helm": helm("template", "app-python", str(chart), *values).stdout,
+            "kustomize": kustomize(old / "k8s" / "overlays" / "local"),
+        }
+        for tool, render in renders.items():
+            pod = statefulset(parse(render))["spec"]["template"]["spec"]
+            assert pod["containers"][0]["image"] == f"app-python:{PREVIOUS_VERSION}", tool

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from counter.store.schema import version_number
-from support.manifests import helm, kustomize, parse, statefulset
+from support.manifests import helm, k8s_copy, kustomize, parse, statefulset
 from support.tools import APP_VERSION, ROOT, VERSIONS, helm_binary
 from support.upgrades import PREVIOUS_VERSION, previous_release
 
@@ -59,8 +59,17 @@ def test_the_previous_release_commit_is_that_version():
     assert f"(commit {commit[:7]})" in dict(entries())[VERSIONS["PREVIOUS_VERSION"]]
 
 
-def test_the_previous_release_renders_its_version_with_this_helm_and_kustomize(tmp_path):
-    """What the upgrade e2e installs first (tests/test_e2e_upgrade.py), checked offline."""
+def immutable(render: str) -> dict:
+    """The StatefulSet's fields the API server refuses to change on a live one."""
+    spec = statefulset(parse(render))["spec"]
+    fields = ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates")
+    return {field: spec.get(field) for field in fields}
+
+
+def test_the_previous_release_upgrades_to_this_one_without_an_immutable_change(tmp_path):
+    """What the upgrade e2e installs first (tests/test_e2e_upgrade.py), checked offline: the
+    previous release's chart and base render its image with this Helm and kubectl, and their
+    StatefulSet differs from this checkout's in no field that would refuse the upgrade."""
     if helm_binary() is None or shutil.which("kubectl") is None:
         pytest.skip("needs helm (`make helm`) and kubectl")
     with contextlib.ExitStack() as stack:
@@ -68,13 +77,17 @@ def test_the_previous_release_renders_its_version_with_this_helm_and_kustomize(t
             old = stack.enter_context(previous_release(tmp_path))
         except LookupError as error:
             pytest.skip(str(error))
-        chart = old / "k8s" / "chart"
-        (old / "k8s" / "base" / "secret.env").write_text("DJANGO_SECRET_KEY=offline-check\n")
-        values = ["-f", str(chart / "values-local.yaml")]
-        renders = {
-            "helm": helm("template", "app-python", str(chart), *values).stdout,
-            "kustomize": kustomize(old / "k8s" / "overlays" / "local"),
-        }
-        for tool, render in renders.items():
-            pod = statefulset(parse(render))["spec"]["template"]["spec"]
-            assert pod["containers"][0]["image"] == f"app-python:{PREVIOUS_VERSION}", tool
+        renders = {}
+        for version, k8s in {PREVIOUS_VERSION: old / "k8s", APP_VERSION: ROOT / "k8s"}.items():
+            tree = k8s_copy(tmp_path / version, "DJANGO_SECRET_KEY=offline-check\n", source=k8s)
+            chart = k8s / "chart"
+            values = ["-f", str(chart / "values-local.yaml")]
+            renders[version] = {
+                "helm": helm("template", "app-python", str(chart), *values).stdout,
+                "kustomize": kustomize(tree / "overlays" / "local"),
+            }
+    for tool in ("helm", "kustomize"):
+        for version in (PREVIOUS_VERSION, APP_VERSION):
+            pod = statefulset(parse(renders[version][tool]))["spec"]["template"]["spec"]
+            assert pod["containers"][0]["image"] == f"app-python:{version}", (tool, version)
+        assert immutable(renders[PREVIOUS_VERSION][tool]) == immutable(renders[APP_VERSION][tool])

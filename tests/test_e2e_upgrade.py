@@ -21,7 +21,7 @@ connection broke). Each step saves its real output as docs/transcripts/e2e-upgra
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -172,7 +172,11 @@ class Upgrade:
         after = self.counts(t)
         return {pod: after[pod] - before[pod] for pod in PODS}
 
-    def secret_digest(self, name: str) -> str:
+    def secret_digest(self) -> str:
+        """The key in the Secret the pods read (kustomize's name has a hash of its content)."""
+        sts = self.get("statefulset", "app-python")["spec"]["template"]["spec"]
+        sources = sts["containers"][0]["envFrom"]
+        name = next(source["secretRef"]["name"] for source in sources if "secretRef" in source)
         key = self.get("secret", name)["data"]["DJANGO_SECRET_KEY"]
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -227,75 +231,84 @@ def all_on(image: str) -> dict[str, str]:
 CANARY = {**all_on(OLD_IMAGE), "app-python-2": NEW_IMAGE}
 
 
-@pytest.fixture(scope="module")
-def helm_release(previous, tmp_path_factory) -> Upgrade:
-    folder = tmp_path_factory.mktemp("helm")
-    upgrade = Upgrade("app-python-upgrade-helm", "upgrade-helm-", folder)
-    upgrade.enough_volumes()
-    t = upgrade.session()
-    chart = previous / "k8s" / "chart"
-    t.helm("upgrade", "--install", "app-python", str(chart), "-n", upgrade.namespace,
-           "--create-namespace", "-f", str(chart / "values-local.yaml"))  # fmt: skip
+def installed(upgrade: Upgrade, t: Session) -> Upgrade:
+    """After the previous release's install: its pods, the client, 30 visits, the key."""
     upgrade.wait(all_on(OLD_IMAGE))
     upgrade.client_start(NEW_IMAGE)
     upgrade.visit(t, 30)
     assert sum(upgrade.counts(t).values()) == 30
-    upgrade.key = upgrade.secret_digest("app-python")
-    t.helm("list", "-n", upgrade.namespace)
+    upgrade.key = upgrade.secret_digest()
     t.kubectl("get", "pods", "-l", SELECTOR, "-o", "wide")
     upgrade.versions(t)
     t.save("install")
     return upgrade
 
 
-def helm_upgrade(upgrade: Upgrade, t: Session, *values: str) -> None:
-    t.helm("upgrade", "app-python", "k8s/chart", "-n", upgrade.namespace,
-           "-f", "k8s/chart/values-local.yaml", *values)  # fmt: skip
+def step(
+    upgrade: Upgrade,
+    name: str,
+    change: Callable[[Session], object],
+    *,
+    images: dict[str, str],
+    replaced: list[str],
+) -> None:
+    """`change` made while the client counts, until the pods run `images`; then every pod's
+    revision and version, a spread of visits, the Secret's key, the transcript, the checks."""
+    t = upgrade.session()
+    with upgrade.counting(t) as counting:
+        change(t)
+        upgrade.wait(images)
+    t.kubectl("get", "pods", "-l", SELECTOR, "-L", "controller-revision-hash")
+    upgrade.versions(t)
+    spread = upgrade.spread(t)
+    t.note(f"the Secret's DJANGO_SECRET_KEY, sha256: {upgrade.secret_digest()}")
+    t.save(name)
+    counting.check()
+    assert counting.replaced() == replaced
+    for image in set(images.values()):  # through the Service, every version running counts
+        assert sum(spread[pod] for pod in PODS if images[pod] == image) > 0, (image, spread)
+    assert upgrade.secret_digest() == upgrade.key
+
+
+@pytest.fixture(scope="module")
+def helm_release(previous, tmp_path_factory) -> Upgrade:
+    upgrade = Upgrade("app-python-upgrade-helm", "upgrade-helm-", tmp_path_factory.mktemp("helm"))
+    upgrade.enough_volumes()
+    t = upgrade.session()
+    chart = previous / "k8s" / "chart"
+    t.helm("upgrade", "--install", "app-python", str(chart), "-n", upgrade.namespace,
+           "--create-namespace", "-f", str(chart / "values-local.yaml"))  # fmt: skip
+    t.helm("list", "-n", upgrade.namespace)
+    return installed(upgrade, t)
+
+
+def helm(upgrade: Upgrade, *args: str) -> Callable[[Session], object]:
+    """A helm command on the release, then its history, as a step's change."""
+
+    def change(t: Session) -> None:
+        t.helm(*args, "-n", upgrade.namespace)
+        t.helm("history", "app-python", "-n", upgrade.namespace)
+
+    return change
+
+
+UPGRADE = ("upgrade", "app-python", "k8s/chart", "-f", "k8s/chart/values-local.yaml")
 
 
 def test_helm_a_canary_of_this_version_counts_beside_the_previous_release(helm_release):
-    upgrade, t = helm_release, helm_release.session()
-    with upgrade.counting(t) as counting:
-        helm_upgrade(upgrade, t, "--set", "updateStrategy.rollingUpdate.partition=2")
-        upgrade.wait(CANARY)
-    t.helm("list", "-n", upgrade.namespace)
-    t.kubectl("get", "pods", "-l", SELECTOR, "-L", "controller-revision-hash")
-    upgrade.versions(t)
-    spread = upgrade.spread(t)  # both versions count through the Service at once
-    t.note(f"the Secret's DJANGO_SECRET_KEY, sha256: {upgrade.secret_digest('app-python')}")
-    t.save("canary")
-    counting.check()
-    assert counting.replaced() == ["app-python-2"]
-    assert spread["app-python-2"] > 0 and spread["app-python-0"] + spread["app-python-1"] > 0
-    assert upgrade.secret_digest("app-python") == upgrade.key
+    canary = helm(helm_release, *UPGRADE, "--set", "updateStrategy.rollingUpdate.partition=2")
+    step(helm_release, "canary", canary, images=CANARY, replaced=["app-python-2"])
 
 
 def test_helm_rollback_puts_the_previous_release_back_on_pod_2_with_its_count(helm_release):
-    upgrade, t = helm_release, helm_release.session()
-    with upgrade.counting(t) as counting:
-        t.helm("rollback", "app-python", "1", "-n", upgrade.namespace)
-        upgrade.wait(all_on(OLD_IMAGE))
-    t.helm("history", "app-python", "-n", upgrade.namespace)
-    upgrade.versions(t)
-    t.save("rollback")
-    counting.check()  # app-python-2 keeps the visits it counted on the new version too
-    assert counting.replaced() == ["app-python-2"]
-    assert upgrade.secret_digest("app-python") == upgrade.key
+    # Every count kept (counting.check): app-python-2 too, with what it counted on the new one.
+    rollback = helm(helm_release, "rollback", "app-python", "1")
+    step(helm_release, "rollback", rollback, images=all_on(OLD_IMAGE), replaced=["app-python-2"])
 
 
 def test_helm_upgrade_and_promote_keeps_every_count_and_the_key(helm_release):
-    upgrade, t = helm_release, helm_release.session()
-    with upgrade.counting(t) as counting:
-        helm_upgrade(upgrade, t)
-        upgrade.wait(all_on(NEW_IMAGE))
-    t.helm("list", "-n", upgrade.namespace)
-    t.helm("history", "app-python", "-n", upgrade.namespace)
-    upgrade.versions(t)
-    t.note(f"the Secret's DJANGO_SECRET_KEY, sha256: {upgrade.secret_digest('app-python')}")
-    t.save("promote")
-    counting.check()
-    assert counting.replaced() == PODS
-    assert upgrade.secret_digest("app-python") == upgrade.key
+    promote = helm(helm_release, *UPGRADE)
+    step(helm_release, "promote", promote, images=all_on(NEW_IMAGE), replaced=PODS)
 
 
 @pytest.fixture(scope="module")
@@ -319,64 +332,30 @@ def kustomize_deployment(kustomize_trees, tmp_path_factory) -> Upgrade:
     t = upgrade.session()
     Session().kubectl("create", "namespace", upgrade.namespace, check=False, record=False)
     t.kubectl("apply", "-k", str(kustomize_trees["old"] / "overlays" / "local"))
-    upgrade.wait(all_on(OLD_IMAGE))
-    upgrade.client_start(NEW_IMAGE)
-    upgrade.visit(t, 30)
-    assert sum(upgrade.counts(t).values()) == 30
-    upgrade.key = upgrade.secret_digest(secret_name(upgrade))
-    t.kubectl("get", "pods", "-l", SELECTOR, "-o", "wide")
-    upgrade.versions(t)
-    t.save("install")
-    return upgrade
+    return installed(upgrade, t)
 
 
-def secret_name(upgrade: Upgrade) -> str:
-    """The Secret the StatefulSet's pods read (kustomize adds a hash of its content)."""
-    sources = upgrade.get("statefulset", "app-python")["spec"]["template"]["spec"]["containers"][0]
-    return next(s["secretRef"]["name"] for s in sources["envFrom"] if "secretRef" in s)
+def apply(tree: Path, overlay: str) -> Callable[[Session], object]:
+    return lambda t: t.kubectl("apply", "-k", str(tree / "overlays" / overlay))
 
 
 def test_kustomize_a_canary_of_this_version_counts_beside_the_previous_release(
     kustomize_deployment, kustomize_trees
 ):
-    upgrade, t = kustomize_deployment, kustomize_deployment.session()
-    with upgrade.counting(t) as counting:
-        t.kubectl("apply", "-k", str(kustomize_trees["new"] / "overlays" / "local-canary"))
-        upgrade.wait(CANARY)
-    t.kubectl("get", "pods", "-l", SELECTOR, "-L", "controller-revision-hash")
-    upgrade.versions(t)
-    spread = upgrade.spread(t)
-    t.save("canary")
-    counting.check()
-    assert counting.replaced() == ["app-python-2"]
-    assert spread["app-python-2"] > 0 and spread["app-python-0"] + spread["app-python-1"] > 0
-    assert upgrade.secret_digest(secret_name(upgrade)) == upgrade.key
+    canary = apply(kustomize_trees["new"], "local-canary")
+    step(kustomize_deployment, "canary", canary, images=CANARY, replaced=["app-python-2"])
 
 
 def test_kustomize_the_previous_base_applied_again_rolls_pod_2_back(
     kustomize_deployment, kustomize_trees
 ):
-    upgrade, t = kustomize_deployment, kustomize_deployment.session()
-    with upgrade.counting(t) as counting:
-        t.kubectl("apply", "-k", str(kustomize_trees["old"] / "overlays" / "local-canary"))
-        upgrade.wait(all_on(OLD_IMAGE))
-    t.kubectl("get", "pods", "-l", SELECTOR, "-L", "controller-revision-hash")
-    upgrade.versions(t)
-    t.save("rollback")
-    counting.check()
-    assert counting.replaced() == ["app-python-2"]
+    rollback = apply(kustomize_trees["old"], "local-canary")
+    step(kustomize_deployment, "rollback", rollback, images=all_on(OLD_IMAGE),
+         replaced=["app-python-2"])  # fmt: skip
 
 
 def test_kustomize_the_new_base_promoted_keeps_every_count_and_the_key(
     kustomize_deployment, kustomize_trees
 ):
-    upgrade, t = kustomize_deployment, kustomize_deployment.session()
-    with upgrade.counting(t) as counting:
-        t.kubectl("apply", "-k", str(kustomize_trees["new"] / "overlays" / "local"))
-        upgrade.wait(all_on(NEW_IMAGE))
-    t.kubectl("get", "pods", "-l", SELECTOR, "-L", "controller-revision-hash")
-    upgrade.versions(t)
-    t.save("promote")
-    counting.check()
-    assert counting.replaced() == PODS
-    assert upgrade.secret_digest(secret_name(upgrade)) == upgrade.key
+    promote = apply(kustomize_trees["new"], "local")
+    step(kustomize_deployment, "promote", promote, images=all_on(NEW_IMAGE), replaced=PODS)

@@ -6,6 +6,8 @@ The later versions are copies of this checkout under another version number, eac
 migration this checkout does not have (support/upgrades.py).
 """
 
+from pathlib import Path
+
 import pytest
 
 from support.servers import database_total
@@ -25,15 +27,24 @@ def visit(server, times: int) -> None:
         assert server.get("/")[0] == 200
 
 
-def test_a_later_minor_version_migrates_and_this_one_runs_on_its_database(make_server, tmp_path):
-    data = tmp_path / "app-python-0"
+def first_start(make_server, data: Path, *, visits: int) -> None:
+    """This version's first start on `data`: `visits` counted, then stopped."""
     current = make_server("current", data_dir=data).start().wait_ready()
-    visit(current, 5)
+    visit(current, visits)
     assert current.stop() == 0
 
-    later = make_server("later", data_dir=data, app=app_copy(
-        tmp_path / "later-app", version=NEXT_MINOR, migration=ADDITIVE
-    )).start().wait_ready()  # fmt: skip
+
+def later_version(make_server, tmp_path: Path, data: Path, *, version: str, migration: str):
+    """A server (not started) of a copy of this app as `version`, with `migration` added."""
+    app = app_copy(tmp_path / f"app-{version}", version=version, migration=migration)
+    return make_server(f"v{version}", data_dir=data, app=app)
+
+
+def test_a_later_minor_version_migrates_and_this_one_runs_on_its_database(make_server, tmp_path):
+    data = tmp_path / "app-python-0"
+    first_start(make_server, data, visits=5)
+    later = later_version(make_server, tmp_path, data, version=NEXT_MINOR, migration=ADDITIVE)
+    later.start().wait_ready()
     (snapshot,) = data.glob(f"db.sqlite3.before-{APP_VERSION}-to-{NEXT_MINOR}-*Z")
     assert (
         f"migrated from version {APP_VERSION} to {NEXT_MINOR} ({UNKNOWN});"
@@ -70,13 +81,8 @@ def test_a_database_a_later_major_version_migrated_is_refused_with_what_to_do(
     make_server, tmp_path
 ):
     data = tmp_path / "app-python-0"
-    current = make_server("current", data_dir=data).start().wait_ready()
-    visit(current, 4)
-    assert current.stop() == 0
-
-    major = make_server("major", data_dir=data, app=app_copy(
-        tmp_path / "major-app", version=NEXT_MAJOR, migration=RENAMING
-    ))  # fmt: skip
+    first_start(make_server, data, visits=4)
+    major = later_version(make_server, tmp_path, data, version=NEXT_MAJOR, migration=RENAMING)
     prepared = major.manage("prepare")
     assert prepared.returncode == 0, prepared.stderr
     (snapshot,) = data.glob(f"db.sqlite3.before-{APP_VERSION}-to-{NEXT_MAJOR}-*Z")

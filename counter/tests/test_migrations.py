@@ -4,10 +4,9 @@ SQL SQLite runs, what an older version could not live with: a dropped or renamed
 column, a NOT NULL column it would not fill, a changed column.
 
 A new major version may break the rule (an older major then refuses to start on its database:
-counter/store/schema.py); lint() then passes its migration in the linter's `ignore_name`, naming the
-version in a comment.
-Django's own apps' migrations (auth, sessions, ...) come with a Django upgrade, which is at
-least a minor version: read them then, as the linter reads ours.
+counter/store/schema.py); lint() then passes its migration in the linter's `ignore_name`,
+naming the version in a comment. Django's own apps' migrations (auth, sessions, ...) come with
+a Django upgrade, which is at least a minor version: read them then, as the linter reads ours.
 """
 
 import shutil

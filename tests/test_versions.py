@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from counter.store.schema import version_number
-from support.manifests import helm, k8s_copy, kustomize, parse, statefulset
+from support.manifests import (
+    helm,
+    k8s_copy,
+    kustomize,
+    overlay_with_component,
+    parse,
+    statefulset,
+)
 from support.tools import APP_VERSION, ROOT, VERSIONS, helm_binary
 from support.upgrades import PREVIOUS_VERSION, previous_release
 
@@ -82,12 +89,22 @@ def test_the_previous_release_upgrades_to_this_one_without_an_immutable_change(t
             tree = k8s_copy(tmp_path / version, "DJANGO_SECRET_KEY=offline-check\n", source=k8s)
             chart = k8s / "chart"
             values = ["-f", str(chart / "values-local.yaml")]
+            canary = overlay_with_component(tree, "local", "canary")
             renders[version] = {
                 "helm": helm("template", "app-python", str(chart), *values).stdout,
                 "kustomize": kustomize(tree / "overlays" / "local"),
+                "kustomize-canary": kustomize(canary),
             }
-    for tool in ("helm", "kustomize"):
+    for tool in ("helm", "kustomize", "kustomize-canary"):
         for version in (PREVIOUS_VERSION, APP_VERSION):
             pod = statefulset(parse(renders[version][tool]))["spec"]["template"]["spec"]
             assert pod["containers"][0]["image"] == f"app-python:{version}", (tool, version)
         assert immutable(renders[PREVIOUS_VERSION][tool]) == immutable(renders[APP_VERSION][tool])
+    # The e2e's kustomize rollback applies the old base with the canary component: the same pod
+    # template as the old base's, so only app-python-2 (partition 2) goes back to it.
+    old_local, old_canary = (
+        statefulset(parse(renders[PREVIOUS_VERSION][name]))["spec"]
+        for name in ("kustomize", "kustomize-canary")
+    )
+    assert old_canary["template"] == old_local["template"]
+    assert old_canary["updateStrategy"]["rollingUpdate"]["partition"] == 2

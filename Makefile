@@ -106,7 +106,8 @@ cluster-down:
 e2e: $(BIN)/activate image helm litestream-image moto-image
 	bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && bash e2e/cluster.sh load $(LITESTREAM_IMAGE) && bash e2e/cluster.sh load $(MOTO_IMAGE) \
-	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py tests/test_e2e_backup.py tests/test_e2e_nodes.py \
+	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e.py tests/test_e2e_helm.py tests/test_e2e_backup.py \
+	    tests/test_e2e_upgrade.py tests/test_e2e_nodes.py \
 	  && $(MAKE) cluster-recycle; \
 	status=$$?; bash e2e/cluster.sh down; exit $$status
 
@@ -115,9 +116,11 @@ cluster-recycle:
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
+# ruff, and the migration rule: within a major version migrations only add (django-migration-linter).
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
 
 format: $(BIN)/activate
 	$(BIN)/ruff check --fix .

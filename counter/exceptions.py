@@ -21,6 +21,11 @@ class SnapshotError(StoreError):
     """A snapshot that must not be restored; the message says why."""
 
 
+class SchemaError(StoreError):
+    """The database was migrated by a later major version of the app (counter/store/schema.py);
+    the message says how to go back."""
+
+
 class DataDirError(StoreError):
     """prepare's checks found the data directory, the database or a legacy visits file
     unusable; the message says why."""

@@ -34,10 +34,11 @@ def render_missing(name: str) -> str | None:
     return None
 
 
-def k8s_copy(folder: Path, secret_env: str) -> Path:
-    """A copy of k8s/ in `folder` whose base/secret.env holds `secret_env`."""
+def k8s_copy(folder: Path, secret_env: str, *, source: Path = ROOT / "k8s") -> Path:
+    """A copy of k8s/ (or of `source`, another release's) in `folder` whose base/secret.env
+    holds `secret_env`."""
     tree = folder / "k8s"
-    shutil.copytree(ROOT / "k8s", tree, ignore=shutil.ignore_patterns("secret.env"))
+    shutil.copytree(source, tree, ignore=shutil.ignore_patterns("secret.env"))
     (tree / "base" / "secret.env").write_text(secret_env)
     return tree
 

@@ -48,7 +48,8 @@ def free_port() -> int:
 
 class Server:
     """One `manage.py serve` (prepare, then gunicorn) in its own process group, or another
-    `command` under the same environment (the bench's naive counter)."""
+    `command` under the same environment (the bench's naive counter); of this checkout, or of
+    the copy of the app in `app` (another version: support/upgrades.py)."""
 
     def __init__(
         self,
@@ -58,8 +59,10 @@ class Server:
         *,
         command: list[str] | None = None,
         ready_path: str = "/readyz",
+        app: Path = ROOT,
     ) -> None:
         self.data_dir = data_dir
+        self.app = app
         self.log_path = log_path
         self.command = command or [sys.executable, "manage.py", "serve"]
         self.ready_path = ready_path
@@ -82,7 +85,7 @@ class Server:
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             self.command,
-            cwd=ROOT,
+            cwd=self.app,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -149,7 +152,7 @@ class Server:
         """A management command in the server's environment, as `kubectl exec` runs one."""
         return subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT,
+            cwd=self.app,
             env=self.env,
             input=stdin,
             capture_output=True,

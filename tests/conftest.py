@@ -9,7 +9,7 @@ import pytest
 
 from support.manifests import RENDERS, k8s_copy, render, render_missing
 from support.servers import Server, collectstatic
-from support.tools import checker_binary
+from support.tools import ROOT, checker_binary
 
 THROWAWAY_SECRET = (
     "DJANGO_SECRET_KEY=render-test-key\nVISITS_ADMIN_PASSWORD_HASH=pbkdf2_sha256$1$s$h\n"
@@ -23,11 +23,14 @@ def collected_static() -> None:
 
 @pytest.fixture
 def make_server(tmp_path, collected_static) -> Iterator:
-    """Factory: make_server(name, **env) -> Server (not started). All are killed at the end."""
+    """Factory: make_server(name, data_dir, app, **env) -> Server (not started), of this checkout
+    or of the app copied to `app`. All are killed at the end."""
     servers: list[Server] = []
 
-    def make(name: str = "app-python-0", data_dir: Path | None = None, **env: str) -> Server:
-        server = Server(data_dir or tmp_path / name, tmp_path / f"{name}.log", env)
+    def make(
+        name: str = "app-python-0", data_dir: Path | None = None, app: Path = ROOT, **env: str
+    ) -> Server:
+        server = Server(data_dir or tmp_path / name, tmp_path / f"{name}.log", env, app=app)
         servers.append(server)
         return server
 

@@ -9,7 +9,9 @@ one is replaced whole. Only this module names them: no other builds a path in th
 - `.cluster.json`: every pod's count, kept for a moment for every worker (counter/peers.py);
 - `restore.sqlite3`: a snapshot staged for the next start (snapshots.py, data_files.py);
 - `counting-stopped`: why counting stopped, for every worker of the pod (data_files.py);
-- `db.sqlite3.<kind>-<UTC time>`: copies of the database kept aside (database_aside);
+- `db.sqlite3.<kind>-<UTC time>`: copies of the database kept aside (database_aside); among
+  them `db.sqlite3.before-<from>-to-<to>-<UTC time>`, the database as it was before the version
+  <to> migrated it (schema.py, migration_snapshots);
 - `.<name>.*.tmp`: the new content of `<name>` while it is written (file_replacement);
 - `tmp*/snapshot.sqlite3`: a snapshot on its way to `backup`'s stdout (backup_scratch).
 """
@@ -56,6 +58,17 @@ def database_aside(kind: str) -> Path:
     database = database_path()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return database.with_name(f"{database.name}.{kind}-{stamp}")
+
+
+def migration_snapshot(*, old: str, new: str) -> Path:
+    """Where the database is kept before version `new` migrates it from version `old`'s schema."""
+    return database_aside(f"before-{old}-to-{new}")
+
+
+def migration_snapshots() -> list[Path]:
+    """The snapshots kept before migrations, oldest first."""
+    found = database_path().parent.glob(f"{database_path().name}.before-*")
+    return sorted(found, key=lambda path: path.stat().st_mtime_ns)
 
 
 @contextlib.contextmanager

@@ -136,7 +136,10 @@ def test_metrics_in_prometheus_format(client, counter, settings):
     text = response.content.decode()
     assert 'visits_total{pod="pod\\"with\\\\quotes"} 2\n' in text
     assert "# TYPE visits_total counter\n" in text
-    assert re.search(r'^app_python_build_info\{version="1\.0\.0",django="5\.2\.\d+",', text, re.M)
+    info = (
+        rf'^app_python_build_info\{{version="{re.escape(settings.APP_VERSION)}",django="5\.2\.\d+",'
+    )
+    assert re.search(info, text, re.M)
 
 
 def test_unknown_path_is_404_without_debug_page(client, counter):

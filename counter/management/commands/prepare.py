@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
@@ -7,6 +6,7 @@ from counter.admin_user import admin_user_ensure
 from counter.exceptions import AdminUserError, CountBackwardsError, StoreError
 from counter.store.data_files import data_files_stopped_clear
 from counter.store.files import VISITS_FILE, data_path
+from counter.store.schema import schema_migrate
 from counter.store.snapshots import snapshot_apply_staged
 from counter.store.startup import counter_initialize, data_dir_check, database_check
 from counter.store.visits_file import visits_file_sync
@@ -15,8 +15,9 @@ from counter.store.visits_file import visits_file_sync
 class Command(BaseCommand):
     help = (
         "Idempotent start-up work: check the data directory, apply a snapshot staged by"
-        " `restore`, check the database, migrate, adopt a legacy visits file, rebuild the visits"
-        " file from the database, ensure the admin user."
+        " `restore`, check the database, migrate (a snapshot first), or refuse a database a later"
+        " major version migrated, adopt a legacy visits file, rebuild the visits file from the"
+        " database, ensure the admin user."
     )
 
     def handle(self, *args: object, **options: object) -> None:
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             restored = snapshot_apply_staged()
             stopped = data_files_stopped_clear()
             database_check(path=settings.VISITS_DATABASE)
-            call_command("migrate", interactive=False, verbosity=0)
+            schema = schema_migrate()
             adopted = counter_initialize()
             # A staged snapshot may go back in time on purpose; otherwise a count below the
             # visits file's means the database lost acknowledged visits (data_files.py).
@@ -52,6 +53,18 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"restored a snapshot of {total_restored} visits; kept aside:"
                 f" {', '.join(map(str, kept)) or 'nothing (there was no database)'}"
+            )
+        if schema.unknown:
+            self.stdout.write(
+                f"the database has migrations this version ({settings.APP_VERSION}) does not"
+                f" know: {', '.join(schema.unknown)}, applied by version {schema.recorded}. Within"
+                " a major version migrations only add, so this version runs on it"
+            )
+        if schema.snapshot is not None:
+            self.stdout.write(
+                f"migrated from version {schema.recorded} to {settings.APP_VERSION}"
+                f" ({', '.join(schema.applied)}); the database as it was before is kept as"
+                f" {schema.snapshot} (manage.py restore takes it back)"
             )
         if adopted is not None:
             self.stdout.write(f"adopted the count {adopted} from a visits file of an older version")

@@ -344,7 +344,7 @@ def test_backup_on_restores_then_replicates_each_volume_to_its_own_generation():
     assert db["path"] == "/app/data/db.sqlite3"
     assert db["replica"] == {
         "type": "s3", "bucket": "visits-backups",
-        "path": "app-python/${POD_NAME}/${REPLICA_GENERATION}", "region": "us-east-1",
+        "path": "app-python/${POD_NAME}${REPLICA_GENERATION}", "region": "us-east-1",
         "endpoint": "http://s3.example.com:9000", "sync-interval": "1s",
     }  # fmt: skip
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -377,7 +377,7 @@ def test_backup_settings_reach_the_config_and_roll_the_pods():
                     "--set", "backup.credentials.accessKeyIdKey=id")  # fmt: skip
     config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
     replica = config["dbs"][0]["replica"]
-    assert replica["path"] == "prod/visits/${POD_NAME}/${REPLICA_GENERATION}"
+    assert replica["path"] == "prod/visits/${POD_NAME}${REPLICA_GENERATION}"
     assert replica["sync-interval"] == "10s"
     assert "endpoint" not in replica  # AWS S3 itself
     sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]

@@ -76,7 +76,7 @@ def replica_count(volume: Volume, tmp: Path) -> int | None:
     """What a restore of the replica the volume writes to holds now; None: nothing yet."""
     record = volume.data / "replica-generation"
     env = (
-        {**volume.env, "REPLICA_GENERATION": record.read_text().strip()}
+        {**volume.env, "REPLICA_GENERATION": "/" + record.read_text().strip()}
         if record.exists()
         else volume.env
     )
@@ -151,7 +151,7 @@ def test_a_stale_sidecar_cannot_write_into_the_recovered_pods_generation(tmp_pat
         return sidecar
 
     counts = lose_a_node_and_bring_it_back(
-        tmp_path, start=start, replica="app-python-2/${REPLICA_GENERATION}"
+        tmp_path, start=start, replica="app-python-2${REPLICA_GENERATION}"
     )
     assert counts == {"restored": 10, "recovered": 12, "third": 12}
     generations = {volume: (tmp_path / volume / "replica-generation").read_text().strip()
@@ -174,3 +174,19 @@ def test_without_generations_the_stale_sidecar_overwrites_the_recovered_replica(
     counts = lose_a_node_and_bring_it_back(tmp_path, start=start, replica="app-python-2")
     # The third volume gets the stale pod's 16: the recovered pod's 2 visits are gone.
     assert counts == {"restored": 10, "recovered": 12, "third": 16}
+
+
+def test_a_new_volume_restores_a_replica_of_chart_1_0_0_then_takes_generation_1(tmp_path):
+    """Chart 1.0.0 replicated to one path per pod, <path>/<pod>: the config's
+    ${REPLICA_GENERATION} empty. A pod that loses its volume after the upgrade, before any
+    generation exists, must find that replica, not start from 0."""
+    old, new = (
+        Volume(tmp_path, name, "app-python-2${REPLICA_GENERATION}") for name in ("old", "new")
+    )
+    old.visit(7)
+    old.run(LITESTREAM, "replicate", "-config", str(old.config), "-once")  # chart 1.0.0's sidecar
+    output = new.run("sh", str(SCRIPT), "restore")
+    assert "from its replica of chart 1.0.0" in output, output
+    assert new.count() == 7
+    assert (new.data / "replica-generation").read_text() == "1\n"
+    assert replica_count(new, tmp_path) == 7  # generation 1 claimed before the app starts

@@ -17,8 +17,10 @@ data=${DATA_DIR:-/app/data}
 db=$data/db.sqlite3
 record=$data/replica-generation  # this volume's generation, kept on the volume
 
+# Litestream's configuration names the replica <path>/${POD_NAME}${REPLICA_GENERATION}: "/N"
+# for generation N, "" for the one path per pod of chart 1.0.0 (read, never written).
 holds() {  # holds N: generation N of this pod's replica has LTX files (a listing error stops all)
-  listing=$(REPLICA_GENERATION=$1 litestream ltx -config "$config" -level all "$db" 2>&1) || {
+  listing=$(REPLICA_GENERATION=${1:+/$1} litestream ltx -config "$config" -level all "$db" 2>&1) || {
     printf 'cannot list generation %s of %s'"'"'s replica:\n%s\n' "$1" "$POD_NAME" "$listing" >&2
     exit 1
   }
@@ -34,15 +36,19 @@ restore() {
   while holds $((newest + 1)); do newest=$((newest + 1)); done
   generation=$((newest + 1))
   if [ -f "$db" ]; then
-    echo "a database without a generation (backup newly turned on): generation $generation"
-  elif [ "$newest" -eq 0 ]; then
-    echo "no replica of $POD_NAME yet: the app creates a new database; generation $generation"
-  else
+    echo "a database without a generation (backup newly turned on, or chart 1.0.0's):" \
+      "generation $generation"
+  elif [ "$newest" -gt 0 ]; then
     echo "restoring $POD_NAME from generation $newest of its replica"
-    REPLICA_GENERATION=$newest litestream restore -config "$config" "$db"
+    REPLICA_GENERATION=/$newest litestream restore -config "$config" "$db"
+  elif holds ""; then
+    echo "restoring $POD_NAME from its replica of chart 1.0.0 (one path per pod)"
+    REPLICA_GENERATION="" litestream restore -config "$config" "$db"
+  else
+    echo "no replica of $POD_NAME yet: the app creates a new database; generation $generation"
   fi
   if [ -f "$db" ]; then  # claim the generation before the app starts: it holds the database now
-    REPLICA_GENERATION=$generation litestream replicate -config "$config" -once -force-snapshot
+    REPLICA_GENERATION=/$generation litestream replicate -config "$config" -once -force-snapshot
   fi
   echo "$generation" > "$record.new"
   mv -f "$record.new" "$record"
@@ -51,7 +57,7 @@ restore() {
 
 replicate() {
   generation=$(cat "$record")  # written by the init container; none: stop here, loudly
-  export REPLICA_GENERATION="$generation"
+  export REPLICA_GENERATION="/$generation"
   exec litestream replicate -config "$config"
 }
 

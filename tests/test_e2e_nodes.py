@@ -227,6 +227,8 @@ def test_a_drain_evicts_one_pod_and_the_disruption_budget_refuses_a_second(insta
               timeout=60)  # fmt: skip
     finally:
         client.stop()
+        for node in (where[first], where[second]):  # whatever failed, no node stays cordoned
+            session().kubectl("uncordon", node, record=False)
     after = counts(t)
     t.note(f"the client: {len(client.answered)} visits answered, {len(client.failed)} failed"
            f" ({sorted({error for _, error in client.failed})})")  # fmt: skip

@@ -271,7 +271,7 @@ def step(
 
 
 @pytest.fixture(scope="module")
-def helm_release(previous, tmp_path_factory) -> Upgrade:
+def helm_release(previous, tmp_path_factory) -> Iterator[Upgrade]:
     upgrade = Upgrade("app-python-upgrade-helm", "upgrade-helm-", tmp_path_factory.mktemp("helm"))
     upgrade.enough_volumes()
     t = upgrade.session()
@@ -279,7 +279,8 @@ def helm_release(previous, tmp_path_factory) -> Upgrade:
     t.helm("upgrade", "--install", "app-python", str(chart), "-n", upgrade.namespace,
            "--create-namespace", "-f", str(chart / "values-local.yaml"))  # fmt: skip
     t.helm("list", "-n", upgrade.namespace)
-    return installed(upgrade, t)
+    yield installed(upgrade, t)
+    gone(upgrade)
 
 
 def helm(upgrade: Upgrade, *args: str) -> Callable[[Session], object]:
@@ -325,14 +326,21 @@ def kustomize_trees(previous, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def kustomize_deployment(kustomize_trees, tmp_path_factory) -> Upgrade:
+def kustomize_deployment(kustomize_trees, tmp_path_factory) -> Iterator[Upgrade]:
     folder = tmp_path_factory.mktemp("kustomize")
     upgrade = Upgrade("app-python-upgrade-kustomize", "upgrade-kustomize-", folder)
     upgrade.enough_volumes()
     t = upgrade.session()
     Session().kubectl("create", "namespace", upgrade.namespace, check=False, record=False)
     t.kubectl("apply", "-k", str(kustomize_trees["old"] / "overlays" / "local"))
-    return installed(upgrade, t)
+    yield installed(upgrade, t)
+    gone(upgrade)
+
+
+def gone(upgrade: Upgrade) -> None:
+    """The namespace deleted once its tests are done: its client pod has no controller, and
+    `kubectl drain` of its node (tests/test_e2e_nodes.py) refuses such a pod."""
+    Session().kubectl("delete", "namespace", upgrade.namespace, "--wait=false", record=False)
 
 
 def apply(tree: Path, overlay: str) -> Callable[[Session], object]:

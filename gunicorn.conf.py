@@ -41,3 +41,12 @@ def worker_exit(server, worker):
     keeper = getattr(worker, "visits_file_keeper", None)
     if keeper is not None and os.getpid() == worker.pid:
         keeper.check()
+
+
+def child_exit(server, worker):
+    """In the master, once a worker is gone: its gauges stop counting in the pod's metrics
+    (counter/metrics.py); its counters and histograms stay in the pod's totals."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by `manage.py serve`
+        multiprocess.mark_process_dead(worker.pid)

@@ -100,7 +100,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so it drops the body of a HEAD response after every other one has run.
+    # Outermost: a request's duration includes every other middleware's share.
+    "counter.middleware.RequestMetricsMiddleware",
+    # Then this, so it drops the body of a HEAD response after every other one has run.
     "counter.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -134,9 +134,10 @@ def test_metrics_in_prometheus_format(client, counter, settings):
     response = client.get("/metrics")
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.content.decode()
-    assert 'visits_total{pod="pod\\"with\\\\quotes"} 2\n' in text
+    assert 'visits_total{pod="pod\\"with\\\\quotes"} 2.0\n' in text
     assert "# TYPE visits_total counter\n" in text
-    assert re.search(r'^app_python_build_info\{version="1\.0\.0",django="5\.2\.\d+",', text, re.M)
+    build = r'^app_python_build_info\{django="5\.2\.\d+",.*,version="1\.0\.0"\} 1\.0$'
+    assert re.search(build, text, re.M)
 
 
 def test_unknown_path_is_404_without_debug_page(client, counter):

@@ -14,6 +14,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = 1000  # per worker; one more gets 503
 keepalive = 5  # seconds for a request head to arrive, and for an idle connection to live
 accesslog = "-"
+# VISITS_LOG_FORMAT=json: gunicorn's lines, the access log's included, as JSON (counter/log.py).
+if os.environ.get("VISITS_LOG_FORMAT", "text").lower() == "json":
+    logger_class = "counter.log.GunicornLogger"
 # The heartbeat file lives in memory, off a read-only root filesystem.
 worker_tmp_dir = "/dev/shm"
 # A worker whose event loop is stuck this long is killed and replaced by the master.

@@ -1,7 +1,8 @@
 """Logging for the settings' LOGGING and gunicorn: quiet lines for rejected requests, and the
 JSON lines of VISITS_LOG_FORMAT=json.
 
-No Django model here: gunicorn's master imports this module (gunicorn.conf.py).
+Nothing of Django is imported at the top: gunicorn's master imports this module (gunicorn.conf.py)
+before Django is set up (counter/metrics.py says why that matters).
 """
 
 import datetime
@@ -10,7 +11,6 @@ import logging
 import os
 import socket
 
-from django.conf import settings
 from gunicorn import glogging
 
 
@@ -70,6 +70,8 @@ class JsonFormatter(logging.Formatter):
 
 def startup_line(message: str, *, logger: str) -> str:
     """A line `prepare` writes on its standard output, in the log format of the settings."""
+    from django.conf import settings
+
     if settings.VISITS_LOG_FORMAT != "json":
         return message
     record = logging.LogRecord(logger, logging.INFO, "", 0, message, None, None)

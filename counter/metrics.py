@@ -12,8 +12,9 @@ Two kinds of metrics:
   space, whether counting stopped) is read when a scrape asks, by whichever worker answers: the
   volume is the pod's, so every worker reports the same.
 
-No Django model is imported here at import time: gunicorn's master imports this module through
-visits_site/server.py before Django is set up.
+Nothing of Django is imported here at import time: gunicorn's master imports this module through
+visits_site/server.py, where Django may not be set up (the bench's naive app has no settings at
+all), and gevent's monkey-patching inspects every object alive, Django's lazy settings included.
 """
 
 import os
@@ -21,8 +22,6 @@ import platform
 import sqlite3
 from collections.abc import Iterator
 
-import django
-from django.conf import settings
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -93,7 +92,9 @@ class PodCollector(Collector):
     """The metrics read from the pod's volume at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        # Imported here: the models need Django set up, which this module cannot assume.
+        # Imported here, not at the top: see the module's docstring.
+        import django
+        from django.conf import settings
         from django.db import DatabaseError, connection
         from django.utils import timezone
 

@@ -406,3 +406,17 @@ def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp
     assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
     result = helm("lint", "--strict", str(CHART), *BACKUP)
     assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def test_backup_on_the_sidecars_metrics_are_served_allowed_and_scraped():
+    objs = template(*BACKUP, "--set", "metrics.serviceMonitor.enabled=true")
+    config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
+    assert config["addr"] == ":9090"
+    sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]
+    assert sidecar["ports"] == [{"name": "backup-metrics", "containerPort": 9090}]
+    headless = objs[("Service", "app-python-headless")]["spec"]["ports"]
+    assert {"name": "backup-metrics", "port": 9090, "targetPort": "backup-metrics"} in headless
+    allowed = objs[("NetworkPolicy", "app-python")]["spec"]["ingress"][0]["ports"]
+    assert allowed == [{"port": "http"}, {"port": "backup-metrics"}]
+    endpoints = objs[("ServiceMonitor", "app-python")]["spec"]["endpoints"]
+    assert [endpoint["port"] for endpoint in endpoints] == ["http", "backup-metrics"]

@@ -16,12 +16,13 @@ from support.tools import ROOT, helm_binary
 pytestmark = pytest.mark.manifests
 
 TESTS = ROOT / "tests" / "alerts" / "app-python.test.yaml"
-# Backup on: every rule the chart can render.
+# Backup and its verification on: every rule the chart can render.
 EVERY_RULE = [
     "--set", "metrics.prometheusRule.enabled=true",
     "--set", "backup.enabled=true",
     "--set", "backup.s3.bucket=backups",
     "--set", "backup.credentials.secretName=backup-credentials",
+    "--set", "backup.verify.enabled=true",
 ]  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def test_the_rules_are_off_by_default_and_backups_only_with_backup():
     assert not [name for name in without_backup if "Backup" in name]
     every = alert_names(rules(*EVERY_RULE))
     assert len(every) == len(set(every))
-    assert {"AppPythonBackupBehind", "AppPythonBackupSyncFailing"} <= set(every)
+    assert {"AppPythonBackupBehind", "AppPythonBackupVerificationFailed"} <= set(every)
 
 
 def test_promtool_check_rules_accepts_the_render(tmp_path):

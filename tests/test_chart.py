@@ -420,3 +420,47 @@ def test_backup_on_the_sidecars_metrics_are_served_allowed_and_scraped():
     assert allowed == [{"port": "http"}, {"port": "backup-metrics"}]
     endpoints = objs[("ServiceMonitor", "app-python")]["spec"]["endpoints"]
     assert [endpoint["port"] for endpoint in endpoints] == ["http", "backup-metrics"]
+
+
+VERIFY = [*BACKUP, "--set", "backup.verify.enabled=true"]
+
+
+def test_backup_verification_restores_and_checks_every_pods_replica():
+    assert not [kind for kind, _ in template(*BACKUP) if kind == "CronJob"]
+    objs = template(*VERIFY, "--set", "replicaCount=2", "--set", "backup.verify.schedule=5 * * * *")
+    cronjob = objs[("CronJob", "app-python-backup-verify")]["spec"]
+    assert cronjob["schedule"] == "5 * * * *"
+    assert cronjob["concurrencyPolicy"] == "Forbid"
+    job = cronjob["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0  # a failure is the answer, not retried
+    pod = job["template"]["spec"]
+    (restore,) = pod["initContainers"]
+    script = restore["args"][0]
+    assert script.startswith("for pod in app-python-0 app-python-1; do POD_NAME=$pod litestream")
+    (verify,) = pod["containers"]
+    assert verify["args"][:4] == ["python", "manage.py", "verify_replicas", "/scratch"]
+    assert verify["args"][4:6] == ["--pods", "app-python-0,app-python-1"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "state")["persistentVolumeClaim"]
+    assert ("PersistentVolumeClaim", claim["claimName"]) in objs
+    # Its pods are not the app's: no Service, PDB or NetworkPolicy of the release selects them.
+    labels = job["template"]["metadata"]["labels"]
+    selectors = [
+        obj["spec"].get("selector") for (kind, _), obj in objs.items() if kind == "Service"
+    ]
+    selectors += [objs[(kind, "app-python")]["spec"][key]["matchLabels"]
+                  for kind, key in (("PodDisruptionBudget", "selector"),
+                                    ("NetworkPolicy", "podSelector"))]  # fmt: skip
+    assert not [s for s in selectors if s.items() <= labels.items()]
+
+
+def test_backup_verification_render_passes_the_api_schemas_and_checkov(checker, tmp_path):
+    render = tmp_path / "verify.yaml"
+    render.write_text(helm("template", "app-python", str(CHART), *VERIFY).stdout)
+    for version in KUBERNETES_VERSIONS:
+        result = subprocess.run(
+            [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, render],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    report = checkov(checker("checkov"), [render], CHECKOV_CONFIG)
+    assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])

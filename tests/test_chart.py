@@ -393,9 +393,10 @@ def test_backup_settings_reach_the_config_and_roll_the_pods():
     assert checksum(*BACKUP) != checksum(*BACKUP, "--set", "backup.syncInterval=5s")
 
 
-def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp_path):
-    render = tmp_path / "backup.yaml"
-    render.write_text(helm("template", "app-python", str(CHART), *BACKUP).stdout)
+def render_validate(checker, render, *values: str) -> None:
+    """The chart rendered with `values` into the file `render`: valid for every Kubernetes
+    version supported, and checkov finds nothing."""
+    render.write_text(helm("template", "app-python", str(CHART), *values).stdout)
     for version in KUBERNETES_VERSIONS:
         result = subprocess.run(
             [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, render],
@@ -404,6 +405,10 @@ def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp
         assert result.returncode == 0, result.stdout + result.stderr
     report = checkov(checker("checkov"), [render], CHECKOV_CONFIG)
     assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
+
+
+def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp_path):
+    render_validate(checker, tmp_path / "backup.yaml", *BACKUP)
     result = helm("lint", "--strict", str(CHART), *BACKUP)
     assert "0 chart(s) failed" in result.stdout, result.stdout
 
@@ -454,13 +459,4 @@ def test_backup_verification_restores_and_checks_every_pods_replica():
 
 
 def test_backup_verification_render_passes_the_api_schemas_and_checkov(checker, tmp_path):
-    render = tmp_path / "verify.yaml"
-    render.write_text(helm("template", "app-python", str(CHART), *VERIFY).stdout)
-    for version in KUBERNETES_VERSIONS:
-        result = subprocess.run(
-            [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, render],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-    report = checkov(checker("checkov"), [render], CHECKOV_CONFIG)
-    assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
+    render_validate(checker, tmp_path / "verify.yaml", *VERIFY)

@@ -12,21 +12,14 @@ verification's Jobs) are proven by promtool (tests/test_alerts.py), and here by 
 status, which is what kube-state-metrics reports.
 """
 
-import json
-import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
 from support.cluster import Session, cluster_missing, until
-from support.manifests import CHART, helm, parse
-from support.servers import free_port
+from support.prometheus import Prometheus, chart_rules, prometheus_binary
 from support.tools import helm_binary
 
 pytestmark = pytest.mark.e2e
@@ -123,67 +116,33 @@ def test_a_verification_passes_then_fails_on_a_replica_deleted_in_the_bucket(ins
 
 
 @pytest.fixture(scope="module")
-def prometheus(installed, tmp_path_factory) -> Iterator[str]:
+def prometheus(installed, tmp_path_factory) -> Iterator[Prometheus]:
     """Debian's Prometheus on this machine, scraping every pod (the app and its sidecar) by
-    address, with the chart's rules; the URL of its API."""
-    binary = shutil.which("prometheus")
+    address, with the chart's rules for this release."""
+    binary = prometheus_binary()
     if binary is None:
         pytest.skip("prometheus is not installed: apt-get install prometheus")
-    folder = tmp_path_factory.mktemp("prometheus")
-    spec = parse(helm("template", "app-python", str(CHART), "-n", NAMESPACE, *VALUES,
-                      "--set", "metrics.prometheusRule.enabled=true").stdout)  # fmt: skip
-    (folder / "rules.yaml").write_text(
-        yaml.safe_dump(spec[("PrometheusRule", "app-python")]["spec"])
-    )
-    config = {
-        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s",
-                   "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-        "rule_files": [str(folder / "rules.yaml")],
-        "scrape_configs": [{
-            "job_name": "app-python",
-            "file_sd_configs": [{"files": [str(folder / "targets.json")],
-                                 "refresh_interval": f"{SCRAPE_SECONDS}s"}],
-        }],
-    }  # fmt: skip
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    targets_write(installed, folder / "targets.json")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder}/data",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=(folder / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    until("Prometheus ready", lambda: urllib.request.urlopen(f"{url}/-/ready").status == 200)
-    yield url
-    server.terminate()
-    server.wait(30)
+    rules = chart_rules(*VALUES, namespace=NAMESPACE)
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), rules, interval=SCRAPE_SECONDS)
+    targets_write(installed, server)
+    yield server.start(binary)
+    server.stop()
 
 
-def targets_write(t: Session, path: Path) -> None:
+def targets_write(t: Session, prometheus: Prometheus) -> None:
     """Every pod's app and sidecar, by address, labelled with the namespace and the pod as the
     ServiceMonitor's targets are."""
     pods = {pod: t.get("pod", pod)["status"]["podIP"] for pod in PODS}
-    groups = [
-        {"targets": [f"{address}:{port}"], "labels": {"namespace": NAMESPACE, "pod": pod}}
+    prometheus.targets_write({
+        f"{address}:{port}": {"namespace": NAMESPACE, "pod": pod}
         for pod, address in pods.items()
         for port in (8000, 9090)
-    ]
-    path.write_text(json.dumps(groups))
+    })  # fmt: skip
 
 
-def query(url: str, promql: str) -> list[dict]:
-    answer = urllib.request.urlopen(
-        f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    )
-    return json.loads(answer.read())["data"]["result"]
-
-
-def firing(url: str, name: str) -> list[str]:
-    """The pods for which alert `name` fires."""
-    alerts = json.loads(urllib.request.urlopen(f"{url}/api/v1/alerts").read())["data"]["alerts"]
-    return sorted(a["labels"].get("pod", "") for a in alerts
-                  if a["labels"]["alertname"] == name and a["state"] == "firing")  # fmt: skip
+def firing(prometheus: Prometheus, alert: str) -> list[str]:
+    """The pods for which `alert` fires."""
+    return sorted(labels.get("pod", "") for labels in prometheus.firing(alert))
 
 
 def test_the_scraped_totals_equal_the_pods_counts(installed, prometheus):
@@ -191,7 +150,7 @@ def test_the_scraped_totals_equal_the_pods_counts(installed, prometheus):
     counts = {pod: t.visits(pod, container="app") for pod in PODS}
 
     def scraped() -> bool:
-        result = query(prometheus, f'sum(visits_total{{namespace="{NAMESPACE}"}})')
+        result = prometheus.query(f'sum(visits_total{{namespace="{NAMESPACE}"}})')
         return result and float(result[0]["value"][1]) == sum(counts.values())
 
     until("Prometheus' sum of visits_total to equal the pods' counts", scraped, timeout=60)
@@ -211,7 +170,7 @@ def test_a_deleted_database_fires_counting_stopped_and_a_restart_clears_it(insta
     t.note(f"AppPythonCountingStopped fired for {pod} after {time.monotonic() - started:.0f} s")
     t.kubectl("delete", "pod", pod)
     until(f"{pod} ready again", lambda: t.is_ready(pod))
-    targets_write(t, Path(prometheus_folder(prometheus)) / "targets.json")
+    targets_write(t, prometheus)
     until("the alert to clear", lambda: not firing(prometheus, "AppPythonCountingStopped"),
           timeout=COUNTING_STOPPED_WITHIN)  # fmt: skip
     t.save("prometheus-counting-stopped")
@@ -236,10 +195,3 @@ def test_a_stopped_s3_fires_the_backup_alert_and_its_return_clears_it(installed,
     finally:
         visits.kill()
     t.save("prometheus-backup")
-
-
-def prometheus_folder(url: str) -> str:
-    """Where the Prometheus at `url` reads its targets: its configuration's file_sd."""
-    config = json.loads(urllib.request.urlopen(f"{url}/api/v1/status/config").read())
-    scrape = yaml.safe_load(config["data"]["yaml"])["scrape_configs"][0]
-    return str(Path(scrape["file_sd_configs"][0]["files"][0]).parent)

@@ -14,6 +14,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = 1000  # per worker; one more gets 503
 keepalive = 5  # seconds for a request head to arrive, and for an idle connection to live
 accesslog = "-"
+# VISITS_LOG_FORMAT=json: gunicorn's lines, the access log's included, as JSON (counter/log.py).
+if os.environ.get("VISITS_LOG_FORMAT", "text").lower() == "json":
+    logger_class = "counter.log.GunicornLogger"
 # The heartbeat file lives in memory, off a read-only root filesystem.
 worker_tmp_dir = "/dev/shm"
 # A worker whose event loop is stuck this long is killed and replaced by the master.
@@ -41,3 +44,12 @@ def worker_exit(server, worker):
     keeper = getattr(worker, "visits_file_keeper", None)
     if keeper is not None and os.getpid() == worker.pid:
         keeper.check()
+
+
+def child_exit(server, worker):
+    """In the master, once a worker is gone: its gauges stop counting in the pod's metrics
+    (counter/metrics.py); its counters and histograms stay in the pod's totals."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by `manage.py serve`
+        multiprocess.mark_process_dead(worker.pid)

@@ -64,6 +64,8 @@ TARGETS = [
         "/",
     ),
     Target("no_database", "GET /healthz (no database)", SITE, "/healthz", counts=False),
+    # What a Prometheus scrape costs, with the series the rounds before it left.
+    Target("scrape", "GET /metrics (a scrape)", SITE, "/metrics", counts=False),
     Target("naive", "GET / naive file counter", Site("naive", kind=NaiveCounter), "/"),
     Target(
         "full",

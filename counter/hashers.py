@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from counter import process
+from counter import metrics, process
 from counter.exceptions import PasswordChecksBusyError
 
 # Seconds a login waits for a password check to be free before it answers 503. Under a flood
@@ -36,7 +36,12 @@ def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
     if owner.password_checks is None:
         owner.password_checks = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
     checks = owner.password_checks
-    if not checks.acquire(timeout=PASSWORD_CHECK_WAIT):
+    metrics.PASSWORD_CHECKS_WAITING.inc()
+    try:
+        free = checks.acquire(timeout=PASSWORD_CHECK_WAIT)
+    finally:
+        metrics.PASSWORD_CHECKS_WAITING.dec()
+    if not free:
         raise PasswordChecksBusyError
     try:
         return gevent.get_hub().threadpool.apply(func, args)

@@ -1,6 +1,17 @@
-"""Logging for the settings' LOGGING: quiet lines for rejected requests."""
+"""Logging for the settings' LOGGING and gunicorn: quiet lines for rejected requests, and the
+JSON lines of VISITS_LOG_FORMAT=json.
 
+Nothing of Django is imported at the top: gunicorn's master imports this module (gunicorn.conf.py)
+before Django is set up (counter/metrics.py says why that matters).
+"""
+
+import datetime
+import json
 import logging
+import os
+import socket
+
+from gunicorn import glogging
 
 
 class QuietRejectionsFilter(logging.Filter):
@@ -14,3 +25,65 @@ class QuietRejectionsFilter(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def _pod() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def log_time(created: float) -> str:
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """VISITS_LOG_FORMAT=json: one JSON object per line, for log pipelines. Always `time`,
+    `level`, `logger`, `message`, `pod`; for a request (gunicorn's access log, Django's request
+    logs) also what is known of `method`, `path`, `status` and `duration` (seconds); a traceback
+    in `exception`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": log_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pod": _pod(),
+        }
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            atoms = record.args  # gunicorn's access log atoms (docs: access_log_format)
+            entry |= {
+                "method": atoms.get("m"),
+                "path": atoms.get("U"),
+                "status": int(atoms["s"]) if str(atoms.get("s", "")).isdigit() else None,
+                "duration": float(atoms["L"]) if "L" in atoms else None,
+            }
+        request = getattr(record, "request", None)
+        if request is not None and hasattr(request, "method"):
+            entry |= {"method": request.method, "path": request.path}
+        if hasattr(record, "status_code"):
+            entry["status"] = record.status_code
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def startup_line(message: str, *, logger: str) -> str:
+    """A line `prepare` writes on its standard output, in the log format of the settings."""
+    from django.conf import settings
+
+    if settings.VISITS_LOG_FORMAT != "json":
+        return message
+    record = logging.LogRecord(logger, logging.INFO, "", 0, message, None, None)
+    return JsonFormatter().format(record)
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger (its error log and access log), with VISITS_LOG_FORMAT=json writing
+    the same JSON objects as the app's log (gunicorn.conf.py selects it)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.log import log_response
 
-from counter import process
+from counter import metrics, process
 from counter.exceptions import PasswordChecksBusyError
 from counter.hashers import PASSWORD_CHECK_WAIT
 from counter.login_throttle import client_address, login_retry_after
@@ -23,6 +23,26 @@ login_logger = logging.getLogger("counter.login_throttle")  # the name its lines
 
 STYLE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "counter" / "style.html"
 REFUSAL_DELAY = 1.0  # seconds before a 429, in gevent workers
+
+
+class RequestMetricsMiddleware:
+    """Every request Django answers, in app_python_http_request_duration_seconds (counter/
+    metrics.py): its view's name (`unmatched` when no URL matched), method and status."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        metrics.request_observe(
+            view=match.view_name if match is not None else "unmatched",
+            method=request.method or "",
+            status=response.status_code,
+            seconds=time.perf_counter() - started,
+        )
+        return response
 
 
 class HeadWithoutBodyMiddleware:
@@ -108,6 +128,7 @@ class LoginThrottleMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, PasswordChecksBusyError):
             return None
+        metrics.refusal_count(metrics.PASSWORD_CHECKS_BUSY)
         return _refusal(
             request,
             503,
@@ -124,6 +145,7 @@ class LoginThrottleMiddleware:
             # A greenlet's pause costs nothing, and a client looping on refused attempts
             # sends one a second per connection instead of as many as the server can answer.
             time.sleep(REFUSAL_DELAY)
+        metrics.refusal_count(metrics.LOGIN_LOCKED)
         return _refusal(
             request,
             429,

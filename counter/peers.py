@@ -106,6 +106,19 @@ def _ask(peer: Peer) -> PodCount:
     return PodCount(pod=pod, visits=visits, url=peer.url, error=None)
 
 
+def pod_count_ask(*, pod: str) -> PodCount:
+    """One pod's count, asked by its name under the headless Service (`<pod>.<service>`), or
+    of the VISITS_PEERS that answers with that name (local runs, tests)."""
+    if settings.VISITS_PEERS:
+        for peer in peers_discover(timeout=PEER_TIMEOUT):
+            count = _ask(peer)
+            if count.pod == pod:
+                return count
+        return PodCount(pod=pod, visits=None, url="", error="no peer answers with that name")
+    service, port = settings.VISITS_PEER_SERVICE, settings.VISITS_PEER_PORT
+    return _ask(Peer(url=f"http://{pod}.{service}:{port}", host=service, is_self=False))
+
+
 def _reason(error: object) -> str:
     if isinstance(error, TimeoutError | socket.timeout):
         return "timeout"

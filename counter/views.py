@@ -1,8 +1,5 @@
-import platform
-import sqlite3
 from dataclasses import asdict
 
-import django
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.loader import render_to_string
@@ -15,6 +12,8 @@ from counter.chart import cluster_chart_svg
 from counter.exceptions import FormatError
 from counter.health import readiness_problem
 from counter.home_page import home_page_html
+from counter.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from counter.metrics import metrics_exposition
 from counter.peers import cluster_counts
 from counter.store.visits import visit_record, visits_current, visits_past_days, visits_total
 
@@ -73,37 +72,11 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ready\n", content_type=TEXT)
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-
-
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format. The count is read from the database, so every worker agrees."""
-    tally = visits_current(day=timezone.now().date())
-    pod = _label(settings.POD_NAME)
-    build = ",".join(
-        f'{name}="{_label(value)}"'
-        for name, value in (
-            ("version", settings.APP_VERSION),
-            ("django", django.get_version()),
-            ("python", platform.python_version()),
-            ("sqlite", sqlite3.sqlite_version),
-        )
-    )
-    body = (
-        "# HELP visits_total Visits counted by this pod (GET /) since its volume was created.\n"
-        "# TYPE visits_total counter\n"
-        f'visits_total{{pod="{pod}"}} {tally.total}\n'
-        "# HELP visits_today Visits counted by this pod today (UTC).\n"
-        "# TYPE visits_today gauge\n"
-        f'visits_today{{pod="{pod}"}} {tally.today}\n'
-        "# HELP app_python_build_info Versions of the running app and its stack.\n"
-        "# TYPE app_python_build_info gauge\n"
-        f"app_python_build_info{{{build}}} 1\n"
-    )
-    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus text format, the whole pod's from any of its workers (counter/metrics.py)."""
+    return HttpResponse(metrics_exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
 @never_cache

@@ -5,6 +5,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
 
 def http_request(
     port: int,
@@ -46,3 +50,18 @@ def wait_for_file(path: Path, expected: str) -> None:
             return "(no file)"
 
     wait_for_text(read, expected, str(path))
+
+
+def metrics_parse(text: str) -> Samples:
+    """Every sample of a /metrics answer: (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metrics_scrape(port: int) -> Samples:
+    status, body, _ = http_request(port, "/metrics")
+    assert status == 200, body
+    return metrics_parse(body.decode())

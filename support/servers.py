@@ -74,6 +74,8 @@ class Server:
             "VISITS_DATA_DIR": str(data_dir),
             "POD_NAME": data_dir.name,
             "WEB_CONCURRENCY": "2",
+            # The workers' metrics files: beside the data, gone with the test's directory.
+            "PROMETHEUS_MULTIPROC_DIR": str(data_dir.with_name(f"{data_dir.name}.metrics")),
             **env,
             "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{self.port} --access-logfile /dev/null "
             + env.get("GUNICORN_CMD_ARGS", ""),

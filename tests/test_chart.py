@@ -391,9 +391,10 @@ def test_backup_settings_reach_the_config_and_roll_the_pods():
     assert checksum(*BACKUP) != checksum(*BACKUP, "--set", "backup.syncInterval=5s")
 
 
-def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp_path):
-    render = tmp_path / "backup.yaml"
-    render.write_text(helm("template", "app-python", str(CHART), *BACKUP).stdout)
+def render_validate(checker, render, *values: str) -> None:
+    """The chart rendered with `values` into the file `render`: valid for every Kubernetes
+    version supported, and checkov finds nothing."""
+    render.write_text(helm("template", "app-python", str(CHART), *values).stdout)
     for version in KUBERNETES_VERSIONS:
         result = subprocess.run(
             [checker("kubernetes-validate"), "--strict", "--quiet", "-k", version, render],
@@ -402,5 +403,59 @@ def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp
         assert result.returncode == 0, result.stdout + result.stderr
     report = checkov(checker("checkov"), [render], CHECKOV_CONFIG)
     assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"])
+
+
+def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp_path):
+    render_validate(checker, tmp_path / "backup.yaml", *BACKUP)
     result = helm("lint", "--strict", str(CHART), *BACKUP)
     assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def test_backup_on_the_sidecars_metrics_are_served_allowed_and_scraped():
+    objs = template(*BACKUP, "--set", "metrics.serviceMonitor.enabled=true")
+    config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
+    assert config["addr"] == ":9090"
+    sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]
+    assert sidecar["ports"] == [{"name": "backup-metrics", "containerPort": 9090}]
+    headless = objs[("Service", "app-python-headless")]["spec"]["ports"]
+    assert {"name": "backup-metrics", "port": 9090, "targetPort": "backup-metrics"} in headless
+    allowed = objs[("NetworkPolicy", "app-python")]["spec"]["ingress"][0]["ports"]
+    assert allowed == [{"port": "http"}, {"port": "backup-metrics"}]
+    endpoints = objs[("ServiceMonitor", "app-python")]["spec"]["endpoints"]
+    assert [endpoint["port"] for endpoint in endpoints] == ["http", "backup-metrics"]
+
+
+VERIFY = [*BACKUP, "--set", "backup.verify.enabled=true"]
+
+
+def test_backup_verification_restores_and_checks_every_pods_replica():
+    assert not [kind for kind, _ in template(*BACKUP) if kind == "CronJob"]
+    objs = template(*VERIFY, "--set", "replicaCount=2", "--set", "backup.verify.schedule=5 * * * *")
+    cronjob = objs[("CronJob", "app-python-backup-verify")]["spec"]
+    assert cronjob["schedule"] == "5 * * * *"
+    assert cronjob["concurrencyPolicy"] == "Forbid"
+    job = cronjob["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0  # a failure is the answer, not retried
+    pod = job["template"]["spec"]
+    (restore,) = pod["initContainers"]
+    script = restore["args"][0]
+    copy = "POD_NAME=$pod sh /etc/litestream/litestream.sh copy"
+    assert script.startswith(f"for pod in app-python-0 app-python-1; do {copy}")
+    (verify,) = pod["containers"]
+    assert verify["args"][:4] == ["python", "manage.py", "verify_replicas", "/scratch"]
+    assert verify["args"][4:6] == ["--pods", "app-python-0,app-python-1"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "state")["persistentVolumeClaim"]
+    assert ("PersistentVolumeClaim", claim["claimName"]) in objs
+    # Its pods are not the app's: no Service, PDB or NetworkPolicy of the release selects them.
+    labels = job["template"]["metadata"]["labels"]
+    selectors = [
+        obj["spec"].get("selector") for (kind, _), obj in objs.items() if kind == "Service"
+    ]
+    selectors += [objs[(kind, "app-python")]["spec"][key]["matchLabels"]
+                  for kind, key in (("PodDisruptionBudget", "selector"),
+                                    ("NetworkPolicy", "podSelector"))]  # fmt: skip
+    assert not [s for s in selectors if s.items() <= labels.items()]
+
+
+def test_backup_verification_render_passes_the_api_schemas_and_checkov(checker, tmp_path):
+    render_validate(checker, tmp_path / "verify.yaml", *VERIFY)

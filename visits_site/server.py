@@ -13,7 +13,8 @@ them, as they did with sync and gthread workers (docs/performance.md). The limit
 - a worker holds at most `worker_connections` (1000) connections: one more gets 503 and is
   closed at once, instead of waiting unanswered in the listen queue.
 
-No Django import here: gunicorn's master loads the worker class.
+No Django import here (counter.metrics needs no set-up): gunicorn's master loads the worker
+class.
 """
 
 import contextlib
@@ -24,6 +25,8 @@ import time
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
+
+from counter import metrics
 
 logger = logging.getLogger("visits_site.server")
 
@@ -60,6 +63,7 @@ class Worker(GeventWorker):
                 while client.recv(4096) and time.monotonic() < deadline:
                     pass
             client.close()
+            metrics.refusal_count(metrics.TOO_MANY_CONNECTIONS)
             if time.monotonic() - self.refused_logged_at > 10:  # one line per 10 s at most
                 self.refused_logged_at = time.monotonic()
                 self.log.warning(
@@ -180,6 +184,8 @@ class RequestBodyGuard:
             if status.startswith("408")
             else f"request body of {size} bytes, over the limit of {self.max_body} bytes"
         )
+        too_slow = status.startswith("408")
+        metrics.refusal_count(metrics.BODY_TOO_SLOW if too_slow else metrics.BODY_TOO_LARGE)
         logger.warning(
             "%s %s %s from %s: %s",
             status.split()[0],

@@ -100,7 +100,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so it drops the body of a HEAD response after every other one has run.
+    # Outermost: a request's duration includes every other middleware's share.
+    "counter.middleware.RequestMetricsMiddleware",
+    # Then this, so it drops the body of a HEAD response after every other one has run.
     "counter.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -208,16 +210,25 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# `text` (the default) for people, `json` for log pipelines: one object per line, the same for
+# the app, gunicorn (gunicorn.conf.py) and `prepare` (counter/log.py).
+VISITS_LOG_FORMAT = os.environ.get("VISITS_LOG_FORMAT", "text").lower()
+if VISITS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"VISITS_LOG_FORMAT={VISITS_LOG_FORMAT!r}: use text or json")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "counter.log.JsonFormatter"},
+    },
     # A rejected request (foreign Host, too many fields, ...) is one line: no traceback.
     "filters": {"quiet_rejections": {"()": "counter.log.QuietRejectionsFilter"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": VISITS_LOG_FORMAT,
             "filters": ["quiet_rejections"],
         }
     },

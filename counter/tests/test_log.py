@@ -1,4 +1,5 @@
 import io
+import json
 import logging
 from collections.abc import Iterator
 
@@ -6,6 +7,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from counter.log import JsonFormatter, startup_line
 from visits_site.urls import urlpatterns as site_urlpatterns
 
 
@@ -40,3 +42,32 @@ def test_a_server_error_keeps_its_traceback_a_rejection_is_one_line(client, stde
     logged = stderr_log.getvalue()
     assert len(logged.splitlines()) == 1, logged
     assert "django.security.DisallowedHost: Invalid HTTP_HOST header: 'evil.example'" in logged
+
+
+def test_json_lines_carry_the_request_and_the_traceback(client, stderr_log, settings):
+    (handler,) = (h for h in logging.getLogger().handlers if h.get_name() == "stderr")
+    text = handler.formatter
+    handler.setFormatter(JsonFormatter())
+    try:
+        client.raise_request_exception = False
+        assert client.get("/broken").status_code == 500
+    finally:
+        handler.setFormatter(text)
+    (entry,) = [json.loads(line) for line in stderr_log.getvalue().splitlines()]
+    assert entry["logger"] == "django.request"
+    assert entry["level"] == "ERROR"
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/broken", 500)
+    assert entry["message"] == "Internal Server Error: /broken"
+    assert "RuntimeError: a bug in a view" in entry["exception"]
+    assert entry["time"].endswith("Z")
+
+
+def test_prepare_writes_json_only_when_asked(settings):
+    assert startup_line("ready", logger="counter.prepare") == "ready"
+    settings.VISITS_LOG_FORMAT = "json"
+    entry = json.loads(startup_line("ready", logger="counter.prepare"))
+    assert (entry["logger"], entry["level"], entry["message"]) == (
+        "counter.prepare",
+        "INFO",
+        "ready",
+    )

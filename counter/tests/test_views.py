@@ -134,12 +134,11 @@ def test_metrics_in_prometheus_format(client, counter, settings):
     response = client.get("/metrics")
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.content.decode()
-    assert 'visits_total{pod="pod\\"with\\\\quotes"} 2\n' in text
+    assert 'visits_total{pod="pod\\"with\\\\quotes"} 2.0\n' in text
     assert "# TYPE visits_total counter\n" in text
-    info = (
-        rf'^app_python_build_info\{{version="{re.escape(settings.APP_VERSION)}",django="5\.2\.\d+",'
-    )
-    assert re.search(info, text, re.M)
+    version = re.escape(settings.APP_VERSION)
+    build = rf'^app_python_build_info\{{django="5\.2\.\d+",.*,version="{version}"\}} 1\.0$'
+    assert re.search(build, text, re.M)
 
 
 def test_unknown_path_is_404_without_debug_page(client, counter):

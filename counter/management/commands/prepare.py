@@ -4,6 +4,7 @@ from django.db import DatabaseError, connections
 
 from counter.admin_user import admin_user_ensure
 from counter.exceptions import AdminUserError, CountBackwardsError, StoreError
+from counter.log import startup_line
 from counter.store.data_files import data_files_stopped_clear
 from counter.store.files import VISITS_FILE, data_path
 from counter.store.schema import schema_migrate
@@ -19,6 +20,10 @@ class Command(BaseCommand):
         " major version migrated, adopt a legacy visits file, rebuild the visits file from the"
         " database, ensure the admin user."
     )
+
+    def _write(self, message: str) -> None:
+        """A line of start-up output, in the settings' log format."""
+        self.stdout.write(startup_line(message, logger="counter.prepare"))
 
     def handle(self, *args: object, **options: object) -> None:
         try:
@@ -47,10 +52,10 @@ class Command(BaseCommand):
         finally:
             connections.close_all()
         if stopped is not None:
-            self.stdout.write(f"counting had stopped ({stopped}); it starts again")
+            self._write(f"counting had stopped ({stopped}); it starts again")
         if restored is not None:
             total_restored, kept = restored
-            self.stdout.write(
+            self._write(
                 f"restored a snapshot of {total_restored} visits; kept aside:"
                 f" {', '.join(map(str, kept)) or 'nothing (there was no database)'}"
             )
@@ -67,8 +72,8 @@ class Command(BaseCommand):
                 f" {schema.snapshot} (manage.py restore takes it back)"
             )
         if adopted is not None:
-            self.stdout.write(f"adopted the count {adopted} from a visits file of an older version")
-        self.stdout.write(
+            self._write(f"adopted the count {adopted} from a visits file of an older version")
+        self._write(
             f"ready: pod {settings.POD_NAME}, {total} visits, data in {settings.VISITS_DATA_DIR}"
         )
-        self.stdout.write(admin)
+        self._write(admin)

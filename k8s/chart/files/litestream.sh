@@ -1,8 +1,10 @@
 #!/bin/sh
-# The backup's two roles in a pod (the chart's litestream ConfigMap; `sh litestream.sh ROLE`):
-#   restore    the init container: choose this volume's replica generation, and on a volume
-#              without a database restore it from the newest generation of the pod's replica
-#   replicate  the sidecar: stream the database's changes into this volume's generation
+# The backup's roles (the chart's litestream ConfigMap; `sh litestream.sh ROLE`):
+#   restore      the init container: choose this volume's replica generation, and on a volume
+#                without a database restore it from the newest generation of the pod's replica
+#   replicate    the sidecar: stream the database's changes into this volume's generation
+#   copy OUTPUT  the backup verification's CronJob: restore the newest generation of
+#                $POD_NAME's replica into OUTPUT
 #
 # Why generations: each volume writes to a replica of its own, <path>/<pod>/<N>. A pod restored
 # onto a new volume (its node lost) takes generation N+1 and writes nothing into N. When the old
@@ -27,13 +29,18 @@ holds() {  # holds N: generation N of this pod's replica has LTX files (a listin
   printf '%s\n' "$listing" | grep -q '^[0-9]'
 }
 
+newest() {  # the newest generation of $POD_NAME's replica, 0 for none
+  n=0
+  while holds $((n + 1)); do n=$((n + 1)); done
+  echo "$n"
+}
+
 restore() {
   if [ -f "$record" ]; then
     echo "this volume replicates to generation $(cat "$record"); nothing to restore"
     return
   fi
-  newest=0
-  while holds $((newest + 1)); do newest=$((newest + 1)); done
+  newest=$(newest) || exit 1
   generation=$((newest + 1))
   if [ -f "$db" ]; then
     echo "a database without a generation (backup newly turned on, or chart 1.0.0's):" \
@@ -55,10 +62,21 @@ restore() {
   echo "this volume replicates to generation $generation"
 }
 
+copy() {
+  newest=$(newest) || exit 1
+  if [ "$newest" -gt 0 ]; then
+    echo "$POD_NAME: generation $newest of its replica"
+    REPLICA_GENERATION=/$newest litestream restore -config "$config" -o "$1" "$db"
+  else
+    echo "$POD_NAME: no generation; its replica of chart 1.0.0, if any"
+    REPLICA_GENERATION="" litestream restore -config "$config" -o "$1" "$db"
+  fi
+}
+
 replicate() {
   generation=$(cat "$record")  # written by the init container; none: stop here, loudly
   export REPLICA_GENERATION="/$generation"
   exec litestream replicate -config "$config"
 }
 
-"$1"
+"$@"

@@ -157,26 +157,10 @@ volume and security context, the replica's credentials from the named Secret, an
 which the configuration's replica path names.
 */}}
 {{- define "app-python.litestream" -}}
-{{- $backup := .Values.backup -}}
-image: {{ printf "%s:%s" $backup.image.repository $backup.image.tag }}
-imagePullPolicy: {{ $backup.image.pullPolicy }}
-env:
-  - name: POD_NAME
-    valueFrom:
-      fieldRef:
-        fieldPath: metadata.name
-  - name: AWS_ACCESS_KEY_ID
-    valueFrom:
-      secretKeyRef:
-        name: {{ $backup.credentials.secretName }}
-        key: {{ $backup.credentials.accessKeyIdKey }}
-  - name: AWS_SECRET_ACCESS_KEY
-    valueFrom:
-      secretKeyRef:
-        name: {{ $backup.credentials.secretName }}
-        key: {{ $backup.credentials.secretAccessKeyKey }}
+{{ include "app-python.litestreamImage" . }}
+{{ include "app-python.litestreamCredentials" . }}
 resources:
-  {{- toYaml $backup.resources | nindent 2 }}
+  {{- toYaml .Values.backup.resources | nindent 2 }}
 securityContext:
   {{- include "app-python.containerSecurityContext" . | nindent 2 }}
 volumeMounts:
@@ -185,4 +169,29 @@ volumeMounts:
   - name: litestream
     mountPath: /etc/litestream
     readOnly: true
+{{- end }}
+
+{{- define "app-python.litestreamImage" -}}
+image: {{ printf "%s:%s" .Values.backup.image.repository .Values.backup.image.tag }}
+imagePullPolicy: {{ .Values.backup.image.pullPolicy }}
+{{- end }}
+
+{{/* POD_NAME names the replica's path in the configuration; the key pair from the Secret. */}}
+{{- define "app-python.litestreamCredentials" -}}
+{{- $credentials := .Values.backup.credentials -}}
+env:
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: AWS_ACCESS_KEY_ID
+    valueFrom:
+      secretKeyRef:
+        name: {{ $credentials.secretName }}
+        key: {{ $credentials.accessKeyIdKey }}
+  - name: AWS_SECRET_ACCESS_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ $credentials.secretName }}
+        key: {{ $credentials.secretAccessKeyKey }}
 {{- end }}

@@ -10,10 +10,12 @@ saves its real output under docs/transcripts/e2e-nodes-*.txt, which docs/kuberne
 """
 
 import re
+import shlex
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -142,7 +144,7 @@ def assert_every_acknowledged_visit_counted(client: Client, before: dict, after:
 
 
 @pytest.fixture(scope="module")
-def installed() -> Session:
+def installed() -> Iterator[Session]:
     """The chart with its defaults and backup on (S3 on node-1)."""
     t = session()
     Session().kubectl("create", "namespace", NAMESPACE)
@@ -150,7 +152,9 @@ def installed() -> Session:
     t.helm(*INSTALL, "-n", NAMESPACE, *BACKUP_VALUES)
     t.kubectl("rollout", "status", "statefulset/app-python", "--timeout=300s", record=False)
     until("3 ready pods", lambda: t.ready_pods(SELECTOR) == PODS)
-    return t
+    yield t
+    # The other e2e modules need neither these pods nor the CPU they take.
+    Session().kubectl("delete", "namespace", NAMESPACE, "--wait=false", record=False)
 
 
 def test_the_pods_spread_over_the_nodes_and_the_service_reaches_each(installed):
@@ -199,7 +203,12 @@ def test_a_drain_evicts_one_pod_and_the_disruption_budget_refuses_a_second(insta
                  "--delete-emptydir-data", "--timeout=180s"]  # fmt: skip
         draining = subprocess.Popen(drain, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True)  # fmt: skip
-        until(f"{first} evicted", lambda: t.uid(first) != uid[first])
+        try:
+            until(f"{first} evicted", lambda: t.uid(first) != uid[first])
+        except AssertionError as error:  # say what the drain said
+            draining.kill()
+            output = draining.communicate()[0]
+            raise AssertionError(f"{error}; {shlex.join(drain)}: {output}") from None
         # kubectl tells why it cannot evict on stderr, while it retries for 15 s.
         second_drain = [*drain[:4], where[second], *drain[5:-1], "--timeout=15s"]
         refused = subprocess.run(second_drain, capture_output=True, text=True)

@@ -6,10 +6,9 @@ every pod by its address.
 Two pods with backup on, replicating to an in-cluster S3 (moto, e2e/moto/). Each step saves its
 real output under docs/transcripts/e2e-ops-*.txt.
 
-Written, not yet run on the cluster: it is not in `make e2e`'s list yet. kube-state-metrics is
-not on the project's cluster, so the alerts on its series (readiness, rollouts, the
-verification's Jobs) are proven by promtool (tests/test_alerts.py), and here by the Job's own
-status, which is what kube-state-metrics reports.
+kube-state-metrics is not on the project's cluster, so the alerts on its series (readiness,
+rollouts, the verification's Jobs) are proven by promtool (tests/test_alerts.py), and here by
+the Job's own status, which is what kube-state-metrics reports.
 """
 
 import subprocess

@@ -12,7 +12,7 @@ every one of them, the kubelet's probes included. Nothing here blocks the event 
   FLOCK_HANDOFF (another worker's visit holds the lock for tens of microseconds), then serves
   its other connections until the lock is free and tries again. A process holds the lock
   only while it uses it: a lock the thread took while the event loop was busy elsewhere was
-  held for a whole turn of the loop (5 to 60 ms under load, 15 to 25% of visits), and the
+  held for a whole turn of the loop (3 to 60 ms on average, 7 to 28% of visits), and the
   other worker's visits queued behind it (docs/performance.md, "Latency under load").
   Without gevent (sync workers, management commands, in-process tests) the tries and sleeps
   remain: nothing else waits on that thread.
@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 LOCK_WAIT = 5.0  # seconds; then the caller fails (a visit answers 503)
 # Seconds the event loop waits, blocked, for a lock another process holds. Measured under
-# wrk with 2 workers: 95% of the waits for the other worker ended within this.
+# wrk with 2 workers: 73 to 98% of the waits for the other worker ended within this (fewer
+# as the load on the cores grew).
 FLOCK_HANDOFF = 0.002
 _BUSY = ("database is locked", "database table is locked", "database schema is locked")
 

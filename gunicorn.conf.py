@@ -3,6 +3,7 @@
 The limits that keep a pod answering hostile clients are explained in visits_site/server.py.
 """
 
+import gc
 import os
 
 bind = ["0.0.0.0:8000"]
@@ -29,20 +30,31 @@ control_socket_disable = True
 
 def post_worker_init(worker):
     """Every worker keeps the visits file up to date (counter/store/visits_file.py) and watches
-    the database files it holds open (counter/store/data_files.py)."""
+    the database files it holds open (counter/store/data_files.py).
+
+    Then it freezes what it holds once started (Django, the app, the settings): a full garbage
+    collection walking them took 30 to 65 ms of CPU, every few seconds under load, during which
+    no connection of the worker is served; 5 to 11 ms frozen (docs/performance.md, "Latency
+    under load"). worker_exit unfreezes them, so they are finalized as the worker exits."""
     from counter.store.data_files import data_files_anchor, data_files_watch
     from counter.store.visits_file import FileKeeper
 
     data_files_anchor()
     worker.visits_file_keeper = FileKeeper(watch=data_files_watch)
     worker.visits_file_keeper.start()
+    gc.freeze()
 
 
 def worker_exit(server, worker):
     """A worker that stops brings the visits file up to date with its last visits. gunicorn
-    also calls this in the master for a worker that is already gone: nothing to do there."""
+    also calls this in the master for a worker that is already gone: nothing to do there.
+
+    Frozen objects are never finalized: unfrozen here, the worker's SQLite connections close
+    as it exits, and the last one checkpoints and removes the WAL. Left frozen, a WAL stayed
+    beside the database (tests/test_data_files.py, a database that went backwards)."""
     keeper = getattr(worker, "visits_file_keeper", None)
     if keeper is not None and os.getpid() == worker.pid:
+        gc.unfreeze()
         keeper.check()
 
 

@@ -139,7 +139,7 @@ def latency_round(
 ) -> dict:
     """gevent and sync servers for each worker count, each target under wrk `rounds` times
     (order reversed every other round), then open-loop at half the saturating rate of the
-    gevent server with the first worker count. Returns per target the rounds and their medians;
+    gevent server of the same worker count. Returns per target the rounds and their medians;
     `lost` is completed 2xx answers minus the visits the server counted in that run."""
     servers: dict[str, Server] = {}
     work.mkdir(parents=True, exist_ok=True)
@@ -177,20 +177,24 @@ def latency_round(
                         run["lost"] = max(0, completed - (server.visits() - before))
                     runs[f"{name} {path}"].append(run)
                     print(f"round {number + 1}: {name} {path}: {json.dumps(run)}", flush=True)
-        first = f"gevent-{workers[0]}"
         moderate: dict[str, list[dict]] = {
             f"{name} {path}": [] for path in PATHS for name in servers
         }
-        rates = {}
-        for path in PATHS:
-            rates[path] = round(
-                statistics.median(r["requests_per_s"] for r in runs[f"{first} {path}"]) / 2
+        rates = {  # half the gevent server's saturating rate, for both models of that count
+            f"{model}-{count} {path}": round(
+                statistics.median(r["requests_per_s"] for r in runs[f"gevent-{count} {path}"]) / 2
             )
+            for count in workers
+            for model in ("gevent", "sync")
+            for path in PATHS
+        }
+        for path in PATHS:
             for number in range(rounds):
                 order = list(servers) if number % 2 == 0 else list(servers)[::-1]
                 for name in order:
                     load = load_average()
-                    result = open_loop(servers[name].port, path, rate=rates[path], seconds=duration)
+                    rate = rates[f"{name} {path}"]
+                    result = open_loop(servers[name].port, path, rate=rate, seconds=duration)
                     result["load_average"] = load
                     moderate[f"{name} {path}"].append(result)
                     print(f"moderate {number + 1}: {name} {path}: {json.dumps(result)}", flush=True)
@@ -203,7 +207,11 @@ def latency_round(
             "p99_ms_range": [min(r["p99_ms"] for r in results), max(r["p99_ms"] for r in results)],
             "errors": sum(r["errors"] for r in results),
             "lost": sum(r.get("lost", 0) for r in results),
-            "moderate_rate": rates[target.split(" ", 1)[1]],
+            "load_average": [  # at the start of each round, wrk's and open-loop's
+                min(r["load_average"] for r in results + moderate[target]),
+                max(r["load_average"] for r in results + moderate[target]),
+            ],
+            "moderate_rate": rates[target],
             "moderate_p99_ms": statistics.median(r["p99_ms"] for r in moderate[target]),
             "moderate_p99_ms_range": [
                 min(r["p99_ms"] for r in moderate[target]),

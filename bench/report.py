@@ -137,16 +137,23 @@ def latency_lines(latency: dict | None) -> list[str]:
     """bench/latency.py's round: this server beside gunicorn's sync workers on the same app."""
     if latency is None:  # results written before the round existed
         return []
-    lines = ["- beside gunicorn's sync workers, same app, 2 workers each (bench/latency.py):"]
-    for path in ("/", "/healthz"):
-        ours, sync = latency["summary"][f"gevent-2 {path}"], latency["summary"][f"sync-2 {path}"]
-        against = latency["against_sync"][f"2 workers {path}"]
-        lines.append(
-            f"  `{path}` {ours['requests_per_s']:,} against {sync['requests_per_s']:,} req/s"
-            f" ({against['throughput']}), p50 {ours['p50_ms']} against {sync['p50_ms']} ms,"
-            f" p99 {ours['p99_ms']} against {sync['p99_ms']} ms ({against['p99']});"
-            f" at half the saturating rate ({ours['moderate_rate']:,}/s, open loop) p99"
-            f" {ours['moderate_p99_ms']} against {sync['moderate_p99_ms']} ms;"
-            f" {ours['errors'] + ours['moderate_errors']} errors, {ours['lost']} lost"
-        )
+    lines = ["- beside gunicorn's sync workers, same app, same worker count (bench/latency.py):"]
+    for count in (1, 2):
+        for path in ("/", "/healthz"):
+            if f"gevent-{count} {path}" not in latency["summary"]:
+                continue  # results written when the round ran 2 workers only
+            ours = latency["summary"][f"gevent-{count} {path}"]
+            sync = latency["summary"][f"sync-{count} {path}"]
+            against = latency["against_sync"][f"{count} workers {path}"]
+            load = ours.get("load_average")
+            lines.append(
+                f"  {count} worker{'s' if count > 1 else ''}, `{path}`:"
+                f" {ours['requests_per_s']:,} against {sync['requests_per_s']:,} req/s"
+                f" ({against['throughput']}), p50 {ours['p50_ms']} against {sync['p50_ms']} ms,"
+                f" p99 {ours['p99_ms']} against {sync['p99_ms']} ms ({against['p99']});"
+                f" at half the saturating rate ({ours['moderate_rate']:,}/s, open loop) p99"
+                f" {ours['moderate_p99_ms']} against {sync['moderate_p99_ms']} ms;"
+                f" {ours['errors'] + ours['moderate_errors']} errors, {ours['lost']} lost"
+                + (f"; load average {load[0]} to {load[1]}" if load else "")
+            )
     return lines

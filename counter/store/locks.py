@@ -8,10 +8,14 @@ every one of them, the kubelet's probes included. Nothing here blocks the event 
   here, with `time.sleep` (cooperative under gevent) between attempts;
 - a file lock is tried without blocking; when another process holds it, a gevent worker waits
   for it in a thread of gevent's pool, blocked in `flock`, which the kernel wakes as soon as
-  the lock is released. Retrying with sleeps in between, as before, let the holder's process
-  take the lock again and again while this one slept (waits of 0.15 to 0.5 s under load,
-  docs/performance.md, "Latency under load"). Without gevent (sync workers, management
-  commands, in-process tests) the tries and sleeps remain: nothing else waits on that thread.
+  the lock is released. The event loop waits for that thread, blocked, for at most
+  FLOCK_HANDOFF (another worker's visit holds the lock for tens of microseconds), then serves
+  its other connections until the lock is free and tries again. A process holds the lock
+  only while it uses it: a lock the thread took while the event loop was busy elsewhere was
+  held for a whole turn of the loop (3 to 60 ms on average, 7 to 28% of visits), and the
+  other worker's visits queued behind it (docs/performance.md, "Latency under load").
+  Without gevent (sync workers, management commands, in-process tests) the tries and sleeps
+  remain: nothing else waits on that thread.
 """
 
 import fcntl
@@ -30,6 +34,10 @@ from counter import process
 T = TypeVar("T")
 
 LOCK_WAIT = 5.0  # seconds; then the caller fails (a visit answers 503)
+# Seconds the event loop waits, blocked, for a lock another process holds. Measured under
+# wrk with 2 workers: 73 to 98% of the waits for the other worker ended within this (fewer
+# as the load on the cores grew).
+FLOCK_HANDOFF = 0.002
 _BUSY = ("database is locked", "database table is locked", "database schema is locked")
 
 
@@ -74,6 +82,42 @@ def flock_exclusive(fd: int, *, what: str) -> None:
         attempt += 1
 
 
+class _FlockWaiter:
+    """A thread of gevent's pool blocked in `flock` on `fd`. The caller waits for it with
+    `handed()`; if the thread takes the lock after the caller stopped waiting, it releases it
+    at once: `done` then only says that the lock was free."""
+
+    def __init__(self, fd: int) -> None:
+        import gevent
+        from gevent.monkey import get_original
+
+        os_lock = get_original("_thread", "allocate_lock")  # blocks the thread, not a greenlet
+        self._state = os_lock()
+        self._taken = os_lock()
+        self._taken.acquire()
+        self._handed = False
+        self._caller_left = False
+        self.done = gevent.get_hub().threadpool.spawn(self._take, fd)
+
+    def _take(self, fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._state:
+            if not self._caller_left:
+                self._handed = True
+                self._taken.release()
+                return
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def handed(self, timeout: float) -> bool:
+        """Whether the thread took the lock for the caller within `timeout` seconds (the
+        calling thread blocks meanwhile, the GIL released)."""
+        if self._taken.acquire(timeout=timeout):
+            return True
+        with self._state:
+            self._caller_left = True
+            return self._handed
+
+
 class FileLock:
     """An exclusive lock on a file, for threads (or greenlets) and processes alike: a thread
     lock within the process, then a `flock` across processes. The file stays open, one per
@@ -83,10 +127,9 @@ class FileLock:
         self.path = path
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
-        # gevent: the pool thread blocked in flock for this lock, and whether a greenlet waits
-        # for it. A thread cannot be stopped: a caller that gives up leaves it to the next one.
-        self._flock_thread = None
-        self._flock_awaited = False
+        # gevent: a pool thread still blocked in flock for a caller that stopped waiting (a
+        # thread cannot be stopped); the next caller waits for it to end before trying.
+        self._waiter: _FlockWaiter | None = None
 
     def __enter__(self) -> None:
         self._thread_lock.acquire()
@@ -102,39 +145,33 @@ class FileLock:
             raise
 
     def _flock_off_loop(self) -> None:
-        """Take the flock without blocking the event loop: at once if it is free, else in a
-        thread of gevent's pool, for at most LOCK_WAIT seconds."""
+        """Take the flock within LOCK_WAIT seconds without stalling the event loop for longer
+        than FLOCK_HANDOFF at a time: at once if it is free, else from a pool thread blocked
+        in flock; when that takes longer, serve the other connections until the lock was free,
+        then try again."""
         import gevent
 
-        if self._flock_thread is None:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            waiter = self._waiter
+            if waiter is not None:
+                try:
+                    waiter.done.get(timeout=max(0.0, deadline - time.monotonic()))
+                except gevent.Timeout:
+                    raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s") from None
+                finally:
+                    if waiter.done.ready():  # ended, or failed (then raised here)
+                        self._waiter = None
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                pass
-            self._flock_thread = gevent.get_hub().threadpool.spawn(
-                fcntl.flock, self._fd, fcntl.LOCK_EX
-            )
-            self._flock_thread.rawlink(self._flock_thread_done)
-        thread = self._flock_thread
-        self._flock_awaited = True
-        try:
-            thread.get(timeout=LOCK_WAIT)
-        except gevent.Timeout:
-            raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s") from None
-        finally:
-            self._flock_awaited = False
-            if thread.ready():
-                self._flock_thread = None
-
-    def _flock_thread_done(self, thread) -> None:
-        """In the event loop, when the pool thread returns: if no caller waits for it any more,
-        release the lock it took, or this process would hold it with nobody to release it."""
-        if self._flock_awaited:
-            return
-        self._flock_thread = None
-        if thread.successful() and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s") from None
+            waiter = _FlockWaiter(self._fd)
+            if waiter.handed(FLOCK_HANDOFF):
+                return
+            self._waiter = waiter
 
     def __exit__(self, *exc_info: object) -> None:
         try:

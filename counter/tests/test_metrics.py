@@ -82,9 +82,10 @@ def test_refusals_are_counted_by_reason(client, counter):
     assert after[key] - before.get(key, 0.0) == 2
 
 
-def test_build_info_and_text_format(client, counter):
+def test_build_info_and_text_format(client, counter, settings):
     text = client.get("/metrics").content.decode()
-    build = r'^app_python_build_info\{django="5\.2\.\d+",.*,version="1\.0\.0"\} 1\.0$'
+    version = re.escape(settings.APP_VERSION)
+    build = rf'^app_python_build_info\{{django="5\.2\.\d+",.*,version="{version}"\}} 1\.0$'
     assert re.search(build, text, re.M)
     assert "# TYPE visits_total counter\n" in text
     assert "_created" not in text

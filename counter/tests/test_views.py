@@ -1,5 +1,3 @@
-import re
-
 import pytest
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
@@ -136,9 +134,7 @@ def test_metrics_in_prometheus_format(client, counter, settings):
     text = response.content.decode()
     assert 'visits_total{pod="pod\\"with\\\\quotes"} 2.0\n' in text
     assert "# TYPE visits_total counter\n" in text
-    version = re.escape(settings.APP_VERSION)
-    build = rf'^app_python_build_info\{{django="5\.2\.\d+",.*,version="{version}"\}} 1\.0$'
-    assert re.search(build, text, re.M)
+    # app_python_build_info: counter/tests/test_metrics.py
 
 
 def test_unknown_path_is_404_without_debug_page(client, counter):

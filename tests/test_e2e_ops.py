@@ -98,7 +98,7 @@ def verification(t: Session, name: str) -> tuple[str, str]:
 
 
 def test_a_verification_passes_then_fails_on_a_replica_deleted_in_the_bucket(installed):
-    t = installed
+    t = session()
     for pod in PODS:
         t.kubectl("exec", pod, "-c", "app", "--", "python", "-c", VISIT.format(n=20))
     time.sleep(3)  # the sidecars' sync interval is 1 s: the replicas have the visits
@@ -145,7 +145,7 @@ def firing(prometheus: Prometheus, alert: str) -> list[str]:
 
 
 def test_the_scraped_totals_equal_the_pods_counts(installed, prometheus):
-    t = installed
+    t = session()
     counts = {pod: t.visits(pod, container="app") for pod in PODS}
 
     def scraped() -> bool:
@@ -158,7 +158,7 @@ def test_the_scraped_totals_equal_the_pods_counts(installed, prometheus):
 
 
 def test_a_deleted_database_fires_counting_stopped_and_a_restart_clears_it(installed, prometheus):
-    t = installed
+    t = session()
     pod = PODS[0]
     t.note(f"{pod}'s database deleted under it")
     t.kubectl("exec", pod, "-c", "app", "--", "rm", "/app/data/db.sqlite3")
@@ -176,7 +176,7 @@ def test_a_deleted_database_fires_counting_stopped_and_a_restart_clears_it(insta
 
 
 def test_a_stopped_s3_fires_the_backup_alert_and_its_return_clears_it(installed, prometheus):
-    t = installed
+    t = session()
     t.note("the S3 server stopped while the pods count")
     t.kubectl("scale", "deployment/s3", "--replicas=0")
     visits = subprocess.Popen(

@@ -106,6 +106,15 @@ class Session:
         return int(text)
 
 
+def e2e_missing() -> str | None:
+    """Why the e2e tests that install the chart cannot run here, or None."""
+    if reason := cluster_missing():
+        return reason
+    if helm_binary() is None:
+        return "helm is not installed: `make helm` builds it"
+    return None
+
+
 def pod_ready(pod: dict) -> bool:
     return pod["metadata"].get("deletionTimestamp") is None and any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -152,7 +161,12 @@ s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:5000", region_name="us-ea
 if sys.argv[1] == "create":
     s3.create_bucket(Bucket="{BUCKET}")
     print("bucket {BUCKET} created")
-else:
+elif sys.argv[1] == "delete":  # delete POD: every object of that pod's replica
+    prefix = "app-python/" + sys.argv[2] + "/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="{BUCKET}", Prefix=prefix)["Contents"]]
+    s3.delete_objects(Bucket="{BUCKET}", Delete={{"Objects": [{{"Key": k}} for k in keys]}})
+    print(f"deleted {{len(keys)}} objects under {{prefix}}")
+else:  # list PREFIX
     listing = s3.list_objects_v2(Bucket="{BUCKET}", Prefix=sys.argv[2])
     for item in listing.get("Contents", []):
         print(item["LastModified"].timestamp(), item["Size"], item["Key"])
@@ -163,10 +177,15 @@ def start_s3(t: Session) -> None:
     """moto in t's namespace, its bucket, and the Secret the chart's backup values name."""
     t.note("an S3-compatible store in the namespace (moto), its bucket, and the Secret")
     t.kubectl("apply", "-f", "e2e/moto/moto.yaml")
-    t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
-    t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "create")
+    s3_bucket(t)
     keys = ["--from-literal=AWS_ACCESS_KEY_ID=e2e", "--from-literal=AWS_SECRET_ACCESS_KEY=e2e"]
     t.kubectl("create", "secret", "generic", "backup-s3", *keys)
+
+
+def s3_bucket(t: Session) -> None:
+    """Once moto answers, its bucket (moto keeps nothing: after a restart too)."""
+    t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
+    t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "create")
 
 
 def replica(t: Session, pod: str, *, record: bool = True) -> list[tuple[float, str]]:

@@ -31,6 +31,12 @@ def helm_binary() -> str | None:
     return _built("helm", VERSIONS["HELM_VERSION"]) or shutil.which("helm")
 
 
+LITESTREAM_MISSING = (
+    "litestream is not built: `bash scripts/litestream.sh` builds it"
+    " (or set LITESTREAM to a litestream v0.5 binary)"
+)
+
+
 def litestream_binary() -> str | None:
     """The pinned Litestream only: the benchmark reports its version with its figures."""
     return _built("litestream", VERSIONS["LITESTREAM_VERSION"])

@@ -21,20 +21,17 @@ import pytest
 from support.cluster import (
     BACKUP_VALUES,
     Session,
-    cluster_missing,
+    e2e_missing,
     pod_processes,
     replica,
     start_s3,
     until,
 )
-from support.tools import helm_binary
 
 pytestmark = pytest.mark.e2e
 
-if reason := cluster_missing():
+if reason := e2e_missing():
     pytest.skip(reason, allow_module_level=True)
-if helm_binary() is None:
-    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 NAMESPACE = "app-python-backup"
 POD = "app-python-0"

@@ -8,15 +8,12 @@ import hashlib
 
 import pytest
 
-from support.cluster import Session, cluster_missing, until
-from support.tools import helm_binary
+from support.cluster import Session, e2e_missing, until
 
 pytestmark = pytest.mark.e2e
 
-if reason := cluster_missing():
+if reason := e2e_missing():
     pytest.skip(reason, allow_module_level=True)
-if helm_binary() is None:
-    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 NAMESPACE = "app-python-helm"  # not the kustomize e2e's (default): same names, no collision
 RELEASE = "app-python"

@@ -23,20 +23,18 @@ import yaml
 from support.cluster import (
     BACKUP_VALUES,
     Session,
-    cluster_missing,
+    e2e_missing,
     pod_processes,
     replica,
     start_s3,
     until,
 )
-from support.tools import ROOT, helm_binary
+from support.tools import ROOT
 
 pytestmark = pytest.mark.e2e
 
-if reason := cluster_missing():
+if reason := e2e_missing():
     pytest.skip(reason, allow_module_level=True)
-if helm_binary() is None:
-    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 CLUSTER = ["bash", str(ROOT / "e2e" / "cluster.sh")]
 NODES = subprocess.run([*CLUSTER, "nodes"], capture_output=True, text=True).stdout.split()

@@ -17,25 +17,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.cluster import Session, cluster_missing, until
+from support.cluster import (
+    BACKUP_VALUES,
+    S3,
+    Session,
+    e2e_missing,
+    s3_bucket,
+    start_s3,
+    until,
+)
 from support.prometheus import Prometheus, chart_rules, prometheus_binary
-from support.tools import helm_binary
 
 pytestmark = pytest.mark.e2e
 
-if reason := cluster_missing():
+if reason := e2e_missing():
     pytest.skip(reason, allow_module_level=True)
-if helm_binary() is None:
-    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 NAMESPACE = "app-python-ops"
 PODS = ["app-python-0", "app-python-1"]
-BUCKET = "visits-backups"
 VALUES = (
-    "-f", "k8s/chart/values-local.yaml", "--set", f"replicaCount={len(PODS)}",
-    "--set", "backup.enabled=true", "--set", "backup.image.pullPolicy=IfNotPresent",
-    "--set", f"backup.s3.bucket={BUCKET}", "--set", "backup.s3.endpoint=http://s3:5000",
-    "--set", "backup.credentials.secretName=backup-s3",
+    "-f", "k8s/chart/values-local.yaml", "--set", f"replicaCount={len(PODS)}", *BACKUP_VALUES,
     # Runs only when the test creates a Job from it (February 31st never comes).
     "--set", "backup.verify.enabled=true", "--set", "backup.verify.schedule=0 0 31 2 *",
     "--set", "metrics.prometheusRule.backupStalledFor=1m",
@@ -44,19 +45,6 @@ SCRAPE_SECONDS = 5
 # The counting-stopped alert's `for` (1 m) plus a scrape and an evaluation, with room.
 COUNTING_STOPPED_WITHIN = 120
 
-S3 = f"""
-import boto3, sys
-s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:5000", region_name="us-east-1",
-                  aws_access_key_id="e2e", aws_secret_access_key="e2e")
-if sys.argv[1] == "create":
-    s3.create_bucket(Bucket="{BUCKET}")
-    print("bucket {BUCKET} created")
-else:  # delete POD: every object of that pod's replica
-    prefix = "app-python/" + sys.argv[2] + "/"
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="{BUCKET}", Prefix=prefix)["Contents"]]
-    s3.delete_objects(Bucket="{BUCKET}", Delete={{"Objects": [{{"Key": k}} for k in keys]}})
-    print(f"deleted {{len(keys)}} objects under {{prefix}}")
-"""
 VISIT = "import urllib.request as u\nfor _ in range({n}): u.urlopen('http://localhost:8000/')"
 
 
@@ -64,19 +52,11 @@ def session() -> Session:
     return Session(NAMESPACE, prefix="ops-")
 
 
-def s3_start(t: Session) -> None:
-    t.kubectl("rollout", "status", "deployment/s3", "--timeout=180s")
-    t.kubectl("exec", "deploy/s3", "--", "python", "-c", S3, "create")
-
-
 @pytest.fixture(scope="module")
 def installed() -> Session:
     t = session()
     Session().kubectl("create", "namespace", NAMESPACE)
-    t.kubectl("apply", "-f", "e2e/moto/moto.yaml")
-    s3_start(t)
-    keys = ["--from-literal=AWS_ACCESS_KEY_ID=e2e", "--from-literal=AWS_SECRET_ACCESS_KEY=e2e"]
-    t.kubectl("create", "secret", "generic", "backup-s3", *keys)
+    start_s3(t)
     t.helm("upgrade", "--install", "app-python", "k8s/chart", "-n", NAMESPACE, *VALUES)
     for pod in PODS:
         until(f"{pod} ready", lambda pod=pod: t.is_ready(pod))
@@ -188,7 +168,7 @@ def test_a_stopped_s3_fires_the_backup_alert_and_its_return_clears_it(installed,
         until(f"{alert} to fire", lambda: PODS[1] in firing(prometheus, alert), timeout=600)
         t.note("the S3 server started again (moto keeps nothing: its bucket made again)")
         t.kubectl("scale", "deployment/s3", "--replicas=1")
-        s3_start(t)
+        s3_bucket(t)
         until("the backup alert to clear",
               lambda: not firing(prometheus, "AppPythonBackupBehind"), timeout=600)  # fmt: skip
     finally:

@@ -27,17 +27,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.cluster import Session, cluster_missing, until
+from support.cluster import Session, e2e_missing, until
 from support.manifests import k8s_copy, overlay_with_component
-from support.tools import APP_VERSION, ROOT, helm_binary
+from support.tools import APP_VERSION, ROOT
 from support.upgrades import PREVIOUS_VERSION, previous_release
 
 pytestmark = pytest.mark.e2e
 
-if reason := cluster_missing():
+if reason := e2e_missing():
     pytest.skip(reason, allow_module_level=True)
-if helm_binary() is None:
-    pytest.skip("helm is not installed: `make helm` builds it", allow_module_level=True)
 
 PODS = ["app-python-0", "app-python-1", "app-python-2"]
 SELECTOR = "app.kubernetes.io/name=app-python,app.kubernetes.io/instance=app-python"

@@ -17,18 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from support.tools import ROOT, litestream_binary
+from support.tools import LITESTREAM_MISSING, ROOT, litestream_binary
 
 LITESTREAM = litestream_binary()
 SCRIPT = ROOT / "k8s" / "chart" / "files" / "litestream.sh"
 
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.skipif(
-        LITESTREAM is None,
-        reason="litestream is not built: `bash scripts/litestream.sh` builds it"
-        " (or set LITESTREAM to a litestream v0.5 binary)",
-    ),
+    pytest.mark.skipif(LITESTREAM is None, reason=LITESTREAM_MISSING),
 ]
 
 

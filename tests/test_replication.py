@@ -10,17 +10,13 @@ import pytest
 
 from support.clients import http_request
 from support.litestream import Replicator
-from support.tools import litestream_binary
+from support.tools import LITESTREAM_MISSING, litestream_binary
 
 LITESTREAM = litestream_binary()
 
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.skipif(
-        LITESTREAM is None,
-        reason="litestream is not built: `bash scripts/litestream.sh` builds it"
-        " (or set LITESTREAM to a litestream v0.5 binary)",
-    ),
+    pytest.mark.skipif(LITESTREAM is None, reason=LITESTREAM_MISSING),
 ]
 
 CLIENTS = 8

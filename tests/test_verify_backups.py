@@ -13,17 +13,13 @@ import yaml
 from support.clients import http_request
 from support.litestream import Replicator
 from support.manifests import CHART, helm, parse
-from support.tools import ROOT, helm_binary, litestream_binary
+from support.tools import LITESTREAM_MISSING, ROOT, helm_binary, litestream_binary
 
 LITESTREAM = litestream_binary()
 
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.skipif(
-        LITESTREAM is None,
-        reason="litestream is not built: `bash scripts/litestream.sh` builds it"
-        " (or set LITESTREAM to a litestream v0.5 binary)",
-    ),
+    pytest.mark.skipif(LITESTREAM is None, reason=LITESTREAM_MISSING),
     pytest.mark.skipif(helm_binary() is None, reason="helm is not installed: `make helm`"),
 ]
 

@@ -59,9 +59,12 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """In the master, once a worker is gone: its gauges stop counting in the pod's metrics
-    (counter/metrics.py); its counters and histograms stay in the pod's totals."""
+    """In the master, once a worker is gone: its slot in the connection shares is free again
+    (visits_site/accept.py); its gauges stop counting in the pod's metrics (counter/metrics.py),
+    its counters and histograms stay in the pod's totals."""
     from prometheus_client import multiprocess
 
+    if hasattr(worker, "release_slot"):  # the sync workers of `make bench` have none
+        worker.release_slot()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by `manage.py serve`
         multiprocess.mark_process_dead(worker.pid)

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.parse
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import make_password
@@ -27,6 +28,7 @@ class Load:
         self.port = port
         self.per_thread = per_thread
         self.statuses: list[int] = []
+        self.totals: list[int] = []  # the total each counted visit was shown
         self.failures: list[str] = []  # connection-level: refused, reset, answer cut short
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -37,13 +39,16 @@ class Load:
             if self._stop.is_set():
                 return
             try:
-                status = http_request(self.port, "/")[0]
+                status, body, _ = http_request(self.port, "/")
             except (OSError, http.client.HTTPException) as error:  # refused, reset, cut short
                 with self._lock:
                     self.failures.append(type(error).__name__)
                 continue
+            total = re.search(rb'id="total">(\d+)<', body)
             with self._lock:
                 self.statuses.append(status)
+                if total:
+                    self.totals.append(int(total[1]))
 
     def start(self) -> "Load":
         for thread in self._threads:
@@ -108,6 +113,9 @@ def test_concurrent_visits_are_all_counted_and_the_file_keeps_up(make_server):
         server.wait_file(load.ok)
     assert load.statuses == [200] * 1600, set(load.statuses)
     assert load.failures == []
+    # Visits waiting together are counted together (counter/store/visits.py): each still gets
+    # its own number.
+    assert sorted(load.totals) == list(range(1, 1601))
     assert server.visits() == 1600
     assert server.file_count() == "1600\n"
     assert watcher.bad == []
@@ -305,6 +313,95 @@ def test_sigkill_mid_load_loses_no_acknowledged_visit(make_server):
     # Visits in flight at the kill may be counted without an answer: never fewer than answered.
     assert acknowledged <= counted <= attempted
     assert server.file_count() == f"{counted}\n"
+
+
+def connections_held(server, pid: int) -> int:
+    """The established connections to the server's port among the open files of process `pid`
+    (/proc/net/tcp gives each socket's inode, /proc/PID/fd which process holds it)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            held += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+    return held
+
+
+def open_keepalive_connections(server, count: int, timeout: float = 5) -> list:
+    """`count` connections opened at once, as a client's pool does, each answered once and
+    kept open."""
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)]
+    connections += [http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+                    for _ in range(count - 1)]  # fmt: skip
+    for connection in connections:
+        connection.connect()
+    for connection in connections:
+        connection.putrequest("GET", "/healthz")
+        connection.endheaders()
+    for connection in connections:
+        response = connection.getresponse()
+        assert response.status == 200
+        response.read()
+    return connections
+
+
+def close_and_wait(server, workers: list[int], connections: list) -> None:
+    """Close the client's connections, and wait until the workers let theirs go too."""
+    for connection in connections:
+        connection.close()
+    deadline = time.monotonic() + 5
+    while any(connections_held(server, pid) for pid in workers):
+        assert time.monotonic() < deadline, "the server kept closed connections"
+        time.sleep(0.05)
+
+
+def wait_until_every_worker_accepts(server, workers: list[int], timeout: float = 30) -> None:
+    """/readyz answers once one worker is up; a worker still starting takes no connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        connections = [open_keepalive_connections(server, 1)[0] for _ in range(2 * len(workers))]
+        held = [connections_held(server, pid) for pid in workers]
+        close_and_wait(server, workers, connections)
+        if min(held) > 0:
+            return
+        assert time.monotonic() < deadline, f"not every worker accepts: {held}"
+        time.sleep(0.2)
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(make_server):
+    """A gevent worker keeps the keep-alive connections it accepted: 20 and 12, 19 and 13 of 32
+    with gunicorn's own accept. The workers share them (visits_site/accept.py)."""
+    server = make_server(WEB_CONCURRENCY="2").start().wait_ready()
+    workers = server.worker_pids()
+    wait_until_every_worker_accepts(server, workers)
+    for _ in range(3):
+        connections = open_keepalive_connections(server, 32)
+        held = [connections_held(server, pid) for pid in workers]
+        assert sum(held) == 32
+        assert max(held) - min(held) <= 3, held  # ACCEPT_AHEAD 1, and a race or two
+        close_and_wait(server, workers, connections)
+
+
+def test_a_stopped_worker_leaves_every_new_connection_to_the_others(make_server):
+    """A worker that holds more connections than another leaves new ones to it for a moment;
+    when that one is stopped, the others still take every connection, at once after a few
+    deferrals."""
+    server = make_server(WEB_CONCURRENCY="2").start().wait_ready()
+    stopped, running = server.worker_pids()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # One at a time, each kept open: the running worker gets further ahead of the stopped
+        # one with each, and must accept it anyway.
+        connections = [open_keepalive_connections(server, 1, timeout=2)[0] for _ in range(40)]
+        connections += open_keepalive_connections(server, 20, timeout=2)
+        assert connections_held(server, running) == 60
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    for connection in connections:
+        connection.close()
 
 
 def test_sigterm_answers_in_flight_requests_and_exits_0(make_server):

@@ -18,15 +18,17 @@ class.
 """
 
 import contextlib
+import functools
 import io
 import logging
 import socket
 import time
 
 import gevent
-from gunicorn.workers.ggevent import GeventWorker
+from gunicorn.workers import ggevent
 
 from counter import metrics
+from visits_site.accept import SharingServer, connection_shares
 
 logger = logging.getLogger("visits_site.server")
 
@@ -41,17 +43,43 @@ _BUSY = (
 )
 
 
-class Worker(GeventWorker):
-    """gunicorn's gevent worker, answering 503 beyond `worker_connections` open connections."""
+class Worker(ggevent.GeventWorker):
+    """gunicorn's gevent worker, answering 503 beyond `worker_connections` open connections and
+    sharing new connections with the other workers (visits_site/accept.py)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        """In gunicorn's master, before the fork: the worker's slot in the connection shares."""
         super().__init__(*args, **kwargs)
         self.open_connections = 0
         self.refused_logged_at = 0.0
         # The connection pool gets room beyond the cap, so refusals are answered too.
         self.worker_connections = self.cfg.worker_connections + _REFUSE_ROOM
+        self.shares = connection_shares()
+        self.slot = self.shares.claim()
+
+    def init_process(self) -> None:
+        if self.slot is not None:
+            self.shares.start(self.slot)
+            # gunicorn's run() makes its listening servers from this name, in this process only.
+            ggevent.StreamServer = functools.partial(
+                SharingServer, shares=self.shares, slot=self.slot
+            )
+        super().init_process()
+
+    def release_slot(self) -> None:
+        """In the master, once the worker is gone (gunicorn.conf.py's child_exit)."""
+        if self.slot is not None:
+            self.shares.release(self.slot)
+            self.slot = None
 
     def handle(self, listener: socket.socket, client: socket.socket, addr: object) -> None:
+        try:
+            self._handle(listener, client, addr)
+        finally:
+            if self.slot is not None:
+                self.shares.counts[self.slot] -= 1
+
+    def _handle(self, listener: socket.socket, client: socket.socket, addr: object) -> None:
         if self.open_connections >= self.cfg.worker_connections:
             with contextlib.suppress(OSError):
                 client.sendall(_BUSY)
@@ -90,6 +118,8 @@ class Worker(GeventWorker):
         need the poll (a new one, one whose request just arrived) wait for hundreds of
         milliseconds under load (docs/performance.md, "Latency under load")."""
         result = super().handle_request(listener_name, req, sock, addr)
+        if self.slot is not None:
+            self.shares.served[self.slot] += 1
         gevent.sleep(_NEXT_LOOP_TURN)
         return result
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ class ProcessState:
     anchor_files: tuple = ()  # (st_dev, st_ino) of the database, WAL and index it opened
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
     password_checks: BoundedSemaphore | None = None  # counter/hashers.py, gevent only
+    # counter/store/visits.py: the visits waiting to be counted, and the lock of who counts them
+    # (made at first use: gevent patches threading after the fork that made this state)
+    visits_queue: deque = field(default_factory=deque)
+    counting_lock: threading.Lock | None = None
 
     def close(self) -> None:
         """Release the open file and the idle threads (a test's state, once the test is done)."""

@@ -7,6 +7,7 @@ gevent worker), and a file lock wakes the next writer as soon as it is free. The
 is kept by counter/store/visits_file.py, off the request path.
 """
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,8 +27,8 @@ MAX_COUNT = 2**63 - 1
 # RETURNING reports values as the statement saw them, before AFTER triggers ran
 # (sqlite.org/lang_returning.html): the subquery is the total without this visit.
 _VISIT = (  # run on the sqlite3 connection itself, hence `?`
-    f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (?, 1)"
-    " ON CONFLICT (day) DO UPDATE SET visits = visits + 1"
+    f"INSERT INTO {DailyVisits._meta.db_table} (day, visits) VALUES (?2, ?1)"
+    " ON CONFLICT (day) DO UPDATE SET visits = visits + ?1"
     f" RETURNING visits, (SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID})"
 )
 _TOTAL = f"SELECT total FROM {VisitCounter._meta.db_table} WHERE id = {COUNTER_ID}"
@@ -37,6 +38,7 @@ _CURRENT = (
 )
 _PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >= %s AND day < %s"
 PAST_DAYS_TTL = 10.0
+_MAKING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -60,26 +62,91 @@ def visits_writer_lock() -> FileLock:
     return owner.writer_lock
 
 
+@dataclass(slots=True)
+class _Visit:
+    """A visit waiting to be counted, with what counting it gave."""
+
+    day: date
+    tally: VisitTally | None = None
+    error: BaseException | None = None
+
+
 def visit_record(*, day: date) -> VisitTally:
     """Count one visit on `day` and return the new totals.
 
-    One autocommit statement: the upsert of the day's row, whose triggers add the visit to the
-    total (migration 0001). It returns the total from before its triggers ran; writers are
-    serialized, so this visit's total is exactly one more. The statement runs on the sqlite3
-    connection under Django's, inside Django's translation of database errors: Django's cursor
-    cost more than the statement itself (docs/performance.md).
+    The visits of a process are counted together: a visit joins the process's queue, and the
+    first of the waiting visits to get the process's counting lock takes the pod's writer lock
+    and counts every visit queued by then, one statement per day, then hands each its tally. So
+    the visits that arrive while another process holds the writer lock, or while this one
+    counts, cost one lock and one statement together instead of one each (the rest get the
+    lock only to find their tally: docs/performance.md, "Latency under load"). One visit alone
+    (sync workers, a management command) is counted as before, alone.
+    """
+    owner = process.state
+    visit = _Visit(day)
+    owner.visits_queue.append(visit)
+    with _counting_lock(owner):
+        if visit.tally is None and visit.error is None:
+            try:
+                _visits_count(owner)
+            except BaseException:
+                # Nothing was taken from the queue: this visit must not be counted later.
+                owner.visits_queue.remove(visit)
+                raise
+    if visit.error is not None:
+        raise visit.error
+    return visit.tally
+
+
+def _counting_lock(owner: process.ProcessState) -> threading.Lock:
+    if owner.counting_lock is None:
+        with _MAKING_LOCK:  # held for no switch: fine unpatched under gevent
+            if owner.counting_lock is None:
+                owner.counting_lock = threading.Lock()
+    return owner.counting_lock
+
+
+def _visits_count(owner: process.ProcessState) -> None:
+    """Count every queued visit, under the pod's writer lock; each gets its tally or the error.
+
+    Per day, one autocommit statement: the upsert of the day's row by the number of its visits,
+    whose triggers add them to the total (migration 0001). It returns the total from before its
+    triggers ran; writers are serialized, so the visits of the batch are exactly the next ones.
+    The statement runs on the sqlite3 connection under Django's, inside Django's translation of
+    database errors: Django's cursor cost more than the statement itself (docs/performance.md).
     """
     db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not three
-    db.ensure_connection()
-    with db.wrap_database_errors, visits_writer_lock():
-        # Under the lock: a rescue (counter/store/data_files.py) holds it too, so a visit is
-        # either in its copy or refused.
-        if process.state.data_files_problem is not None:
-            raise CountingStoppedError(process.state.data_files_problem)
-        today, total_before = sqlite_retry(
-            lambda: db.connection.execute(_VISIT, (day.isoformat(),)).fetchone()
-        )
-    return VisitTally(total=total_before + 1, today=today)
+    batch: list[_Visit] = []
+    try:
+        db.ensure_connection()
+        with db.wrap_database_errors, visits_writer_lock():
+            # Taken under the lock: the visits that came while it was awaited count too.
+            while owner.visits_queue:
+                batch.append(owner.visits_queue.popleft())
+            # Under the lock: a rescue (counter/store/data_files.py) holds it too, so a visit is
+            # either in its copy or refused.
+            if owner.data_files_problem is not None:
+                raise CountingStoppedError(owner.data_files_problem)
+            days: dict[date, list[_Visit]] = {}
+            for visit in batch:
+                days.setdefault(visit.day, []).append(visit)
+            for day, visits in days.items():
+                arguments = (len(visits), day.isoformat())
+                today, total_before = sqlite_retry(
+                    lambda arguments=arguments: db.connection.execute(_VISIT, arguments).fetchone()
+                )
+                today_before = today - len(visits)
+                for number, visit in enumerate(visits, start=1):
+                    visit.tally = VisitTally(
+                        total=total_before + number, today=today_before + number
+                    )
+    except BaseException as error:
+        for visit in batch:
+            if visit.tally is None:
+                visit.error = error
+        if not batch:  # nothing taken from the queue: the lock or the connection failed
+            raise
+        # Each visit of the batch raises it where it waits (visit_record), this one's too.
 
 
 def visits_total() -> int:

@@ -31,6 +31,10 @@ def test_visit_without_counter_row_is_refused_and_counts_nothing(db):
     with pytest.raises(IntegrityError, match="run manage.py prepare"):
         visit_record(day=DAY)
     assert not DailyVisits.objects.exists()
+    # Nor later: the refused visit left the queue of visits waiting to be counted.
+    VisitCounter.objects.create(pk=visits.COUNTER_ID, total=0)
+    tally = visit_record(day=DAY)
+    assert (tally.total, tally.today) == (1, 1)
 
 
 def test_visits_current_reads_without_counting(counter):

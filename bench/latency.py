@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import Load, wrk
+from bench.measure import Load, cpu_seconds, wrk
 from support.servers import Server, collectstatic
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings
@@ -194,7 +194,16 @@ def latency_round(
                 for name in order:
                     load = load_average()
                     rate = rates[f"{name} {path}"]
+                    cpu = cpu_seconds(servers[name].process.pid)
+                    started = time.monotonic()
                     result = open_loop(servers[name].port, path, rate=rate, seconds=duration)
+                    # Cores the server kept busy: at a low rate a request costs more CPU here
+                    # than under wrk (docs/performance.md), so half the rate is not half a load.
+                    result["server_cores"] = round(
+                        (cpu_seconds(servers[name].process.pid) - cpu)
+                        / (time.monotonic() - started),
+                        2,
+                    )
                     result["load_average"] = load
                     moderate[f"{name} {path}"].append(result)
                     print(f"moderate {number + 1}: {name} {path}: {json.dumps(result)}", flush=True)
@@ -218,6 +227,7 @@ def latency_round(
                 max(r["p99_ms"] for r in moderate[target]),
             ],
             "moderate_errors": sum(r["errors"] for r in moderate[target]),
+            "moderate_server_cores": statistics.median(r["server_cores"] for r in moderate[target]),
         }
     against_sync = {}  # the bar: throughput at least 1, p99 at most 1.5
     for count in workers:

@@ -14,16 +14,18 @@ worker holding the fewest leaves a new connection to the others for ACCEPT_DEFER
 that is not ahead accepts every connection waiting. The connections the others left waiting
 that long are accepted one per ACCEPT_DEFER while the worker deferred to accepts or serves (it is
 only busy), and all at once when it did neither for ACCEPT_STALLS deferrals in a row (it is
-stopped or stuck): a stopped worker costs a new connection ACCEPT_DEFER * ACCEPT_STALLS at most,
-and never stops the others accepting.
+stopped or stuck): a stopped worker costs a new connection ACCEPT_DEFER at most, and never stops
+the others accepting. A worker that stops accepting (it is shutting down) leaves the shares
+at once.
 
 gunicorn's master claims a slot for each worker before forking it (Worker.__init__ runs there)
 and frees it when the worker is gone (gunicorn.conf.py's child_exit). Without a slot (more than
-SLOTS workers), a worker accepts as gunicorn does.
+64 workers), a worker accepts as gunicorn does.
 """
 
 import mmap
 import os
+import time
 
 from gevent.server import StreamServer
 
@@ -31,6 +33,9 @@ ACCEPT_AHEAD = 1  # connections a worker may hold beyond the fewest another work
 # Seconds a worker ahead leaves a new connection to the others: long enough for a busy worker to
 # finish a turn of its loop (about 1 ms per connection it serves) and accept.
 ACCEPT_DEFER = 0.02
+# Seconds between two looks at the shares while deferring: two workers can both be deferring,
+# each to the other as it was a moment ago; the first to see it is no longer ahead accepts.
+ACCEPT_POLL = 0.001
 # Deferrals in a row with no progress of the worker deferred to before it counts as stuck: a
 # single one can be a worker that was deferring too.
 ACCEPT_STALLS = 3
@@ -74,7 +79,9 @@ class ConnectionShares:
 
     def ahead_of(self, slot: int) -> int | None:
         """The other started worker holding the fewest connections, if the worker of `slot`
-        holds more than ACCEPT_AHEAD connections beyond it; else None."""
+        holds more than ACCEPT_AHEAD connections beyond it (or a sixteenth of its count, when
+        that is more: among hundreds of idle connections, an exact split gains nothing and the
+        accepting slows a burst down); else None."""
         fewest = None
         for other in range(_SLOTS):
             if (
@@ -83,9 +90,10 @@ class ConnectionShares:
                 and (fewest is None or self.counts[other] < self.counts[fewest])
             ):
                 fewest = other
-        if fewest is not None and self.counts[slot] > self.counts[fewest] + ACCEPT_AHEAD:
-            return fewest
-        return None
+        if fewest is None:
+            return None
+        least = self.counts[fewest]
+        return fewest if self.counts[slot] > least + max(ACCEPT_AHEAD, least // 16) else None
 
     def progress(self, slot: int) -> tuple[int, int]:
         """What moves while the worker of `slot` accepts or serves."""
@@ -111,6 +119,7 @@ class SharingServer(StreamServer):
         self._shares = shares
         self._slot = slot
         self._resume_timer = None
+        self._defer_until = 0.0
         self._left_to: tuple[int, tuple[int, int]] | None = None  # a worker, and its progress
         self._stalls = 0  # deferrals in a row to a worker that made no progress
         super().__init__(*args, **kwargs)
@@ -128,9 +137,10 @@ class SharingServer(StreamServer):
         other = self._shares.ahead_of(self._slot)
         if other is not None:
             self._left_to = (other, self._shares.progress(other))
+            self._defer_until = time.monotonic() + ACCEPT_DEFER
             self.stop_accepting()
-            self._resume_timer = self.loop.timer(ACCEPT_DEFER)
-            self._resume_timer.start(self._resume)
+            self._resume_timer = self.loop.timer(ACCEPT_POLL, ACCEPT_POLL)
+            self._resume_timer.start(self._deferring)
             return None  # gevent's accept loop stops here for this turn
         self._stalls = 0
         return self._accept()
@@ -141,11 +151,22 @@ class SharingServer(StreamServer):
             self._shares.counts[self._slot] += 1
         return accepted
 
+    def _deferring(self) -> None:
+        """Every ACCEPT_POLL while deferring: once no longer ahead (the others took connections,
+        or let theirs go), accept by the rules again; after ACCEPT_DEFER, resume."""
+        if self._shares.ahead_of(self._slot) is None:
+            self._stalls = 0
+            self._stop_timer()
+            if self.started:
+                self.start_accepting()
+        elif time.monotonic() >= self._defer_until:
+            self._stop_timer()
+            self._resume()
+
     def _resume(self) -> None:
         """ACCEPT_DEFER later: a connection still waiting was left by the others. Take it, and
         go on by the rules; if the worker deferred to neither accepted nor served during the
         last ACCEPT_STALLS deferrals (stopped or stuck), take every connection waiting."""
-        self._resume_timer = None
         if not self.started:  # closed meanwhile (the worker is stopping)
             return
         other, progress = self._left_to
@@ -163,9 +184,17 @@ class SharingServer(StreamServer):
             self.do_handle(*accepted)
         self.start_accepting()
 
+    def close(self) -> None:
+        """No more accepting: the others no longer leave connections to this worker."""
+        self._shares.pids[self._slot] = -1
+        super().close()
+
     def stop_accepting(self) -> None:
+        self._stop_timer()
+        super().stop_accepting()
+
+    def _stop_timer(self) -> None:
         if self._resume_timer is not None:
             self._resume_timer.stop()
             self._resume_timer.close()
             self._resume_timer = None
-        super().stop_accepting()

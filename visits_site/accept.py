@@ -9,9 +9,10 @@ own accept. gunicorn spreads them its way, one connection per turn of the loop, 
 last of a burst wait for as many turns as there were connections before it.
 
 Here each worker writes the number of connections it holds into memory shared with gunicorn's
-master and the other workers. A worker holding more than ACCEPT_AHEAD connections beyond the
-worker holding the fewest leaves a new connection to the others for ACCEPT_DEFER seconds; one
-that is not ahead accepts every connection waiting. The connections the others left waiting
+master and the other workers. A worker holding more than ACCEPT_AHEAD connections (or a
+sixteenth of the count) beyond the worker holding the fewest leaves a new connection to the
+others for up to ACCEPT_DEFER seconds, looking again every ACCEPT_POLL; one that is not ahead
+accepts every connection waiting. The connections the others left waiting
 that long are accepted one per ACCEPT_DEFER while the worker deferred to accepts or serves (it is
 only busy), and all at once when it did neither for ACCEPT_STALLS deferrals in a row (it is
 stopped or stuck): a stopped worker costs a new connection ACCEPT_DEFER at most, and never stops

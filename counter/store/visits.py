@@ -1,7 +1,8 @@
 """Counting visits: the pod's SQLite database is the source of truth.
 
 Hot path (every GET /): writers are serialized by a file lock before they reach SQLite, then one
-autocommit upsert counts the visit in today's row and, through triggers, in the total. SQLite
+autocommit upsert counts the visit (with those of the same process waiting beside it) in today's
+row and, through triggers, in the total. SQLite
 itself is told not to wait for its lock (counter/store/locks.py: its busy handler would stall a
 gevent worker), and a file lock wakes the next writer as soon as it is free. The `visits` file
 is kept by counter/store/visits_file.py, off the request path.

@@ -152,14 +152,9 @@ def latency_lines(latency: dict | None) -> list[str]:
                 f" ({against['throughput']}), p50 {ours['p50_ms']} against {sync['p50_ms']} ms,"
                 f" p99 {ours['p99_ms']} against {sync['p99_ms']} ms ({against['p99']});"
                 f" at half the saturating rate ({ours['moderate_rate']:,}/s, open loop) p99"
-                f" {ours['moderate_p99_ms']} against {sync['moderate_p99_ms']} ms"
-                + (
-                    f", the server keeping {ours['moderate_server_cores']} against"
-                    f" {sync['moderate_server_cores']} cores busy"
-                    if "moderate_server_cores" in ours
-                    else ""
-                )
-                + ";"
+                f" {ours['moderate_p99_ms']} against {sync['moderate_p99_ms']} ms, the server"
+                f" keeping {ours['moderate_server_cores']} against"
+                f" {sync['moderate_server_cores']} cores busy;"
                 f" {ours['errors'] + ours['moderate_errors']} errors, {ours['lost']} lost"
                 + (f"; load average {load[0]} to {load[1]}" if load else "")
             )

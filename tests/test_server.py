@@ -333,9 +333,9 @@ def connections_held(server, pid: int) -> int:
 def open_keepalive_connections(server, count: int, timeout: float = 5) -> list:
     """`count` connections opened at once, as a client's pool does, each answered once and
     kept open."""
-    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)]
-    connections += [http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
-                    for _ in range(count - 1)]  # fmt: skip
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout) for _ in range(count)
+    ]
     for connection in connections:
         connection.connect()
     for connection in connections:

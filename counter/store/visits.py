@@ -39,7 +39,6 @@ _CURRENT = (
 )
 _PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >= %s AND day < %s"
 PAST_DAYS_TTL = 10.0
-_MAKING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,11 @@ def visit_record(*, day: date) -> VisitTally:
 
 
 def _counting_lock(owner: process.ProcessState) -> threading.Lock:
+    """Made at the first visit, as the writer lock is: gevent's by then in a gevent worker (it
+    patches threading after the fork). Two threads racing here could each make one; the writer
+    lock still serializes what they count."""
     if owner.counting_lock is None:
-        with _MAKING_LOCK:  # held for no switch: fine unpatched under gevent
-            if owner.counting_lock is None:
-                owner.counting_lock = threading.Lock()
+        owner.counting_lock = threading.Lock()
     return owner.counting_lock
 
 

@@ -90,10 +90,12 @@ class Load:
     threads: int
 
 
-def wrk(url: str, load: Load) -> dict:
+def wrk(url: str, load: Load, *, new_connections: bool = False) -> dict:
+    """wrk's figures (bench/summary.lua); with `new_connections`, one request per connection."""
+    close = ["-H", "Connection: close"] if new_connections else []
     output = subprocess.run(
         ["wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{load.duration}s",
-         "--timeout", "5s", "-s", str(ROOT / "bench" / "summary.lua"), url],
+         "--timeout", "5s", *close, "-s", str(ROOT / "bench" / "summary.lua"), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return json.loads(output.strip().splitlines()[-1])
@@ -116,7 +118,7 @@ def throughput_run(
     cpu_before = cpu_seconds(server.process.pid)
     if replica:
         replicator_cpu_before = cpu_seconds(replica.replicator.process.pid)
-    result = wrk(server.url(target.path), load)
+    result = wrk(server.url(target.path), load, new_connections=target.new_connections)
     stopped = time.monotonic()
     result["server_cpu_us_per_request"] = round(
         (cpu_seconds(server.process.pid) - cpu_before) / result["requests"] * 1e6
@@ -300,6 +302,11 @@ def ratios(summary: dict[str, dict], hostile: dict) -> dict:
     return {
         "ratio_counting_to_no_database": round(
             counting / summary["no_database"]["requests_per_s"], 3
+        ),
+        "ratio_counting_to_no_database_new_connections": round(
+            summary["counting_new"]["requests_per_s"]
+            / summary["no_database_new"]["requests_per_s"],
+            3,
         ),
         "ratio_hostile_to_clean_counting": round(hostile["requests_per_s"] / counting, 3),
         "ratio_full_to_normal": round(summary["full"]["requests_per_s"] / counting, 3),

@@ -95,6 +95,8 @@ def write_doc(report: dict, chart: Path) -> None:
     lines += [
         "",
         f"- counting / no-database throughput: **{facts['ratio_counting_to_no_database']}**",
+        "- the same, a new connection for each request:"
+        f" {facts['ratio_counting_to_no_database_new_connections']}",
         f"- synchronous=FULL / NORMAL throughput: {facts['ratio_full_to_normal']}",
         f"- cold start to ready on an empty volume: {facts['cold_start_s']:.2f} s;"
         f" restart with data: {facts['restart_with_data_s']:.2f} s"

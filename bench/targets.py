@@ -51,6 +51,9 @@ class Target:
     site: Site
     path: str
     counts: bool = True  # every request counts a visit: lost visits are measured
+    # Each request on a new connection, as a browser's first visit or a probe: wrk sends
+    # `Connection: close`. Otherwise wrk's connections are kept alive.
+    new_connections: bool = False
 
 
 # Also where the hostile, login, memory and restart measurements run.
@@ -64,6 +67,17 @@ TARGETS = [
         "/",
     ),
     Target("no_database", "GET /healthz (no database)", SITE, "/healthz", counts=False),
+    Target(
+        "counting_new", "GET / (counting), a new connection each", SITE, "/", new_connections=True
+    ),
+    Target(
+        "no_database_new",
+        "GET /healthz, a new connection each",
+        SITE,
+        "/healthz",
+        counts=False,
+        new_connections=True,
+    ),
     # What a Prometheus scrape costs, with the series the rounds before it left.
     Target("scrape", "GET /metrics (a scrape)", SITE, "/metrics", counts=False),
     Target("naive", "GET / naive file counter", Site("naive", kind=NaiveCounter), "/"),

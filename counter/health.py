@@ -9,6 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from counter import process
 from counter.exceptions import CountBackwardsError, CounterMissingError, CountingStoppedError
 from counter.store.files import VISITS_FILE, data_path
+from counter.store.visits import store_database_close
 from counter.store.visits_file import visits_file_sync
 
 
@@ -34,7 +35,7 @@ def readiness_problem() -> str | None:
     except CountingStoppedError as error:  # found here by opening a connection, or before
         return f"counting stopped: {error}; restart the pod"
     except (DatabaseError, CounterMissingError) as error:
-        connection.close()
+        store_database_close()
         return f"database unavailable: {error}"
     except OSError as error:
         return f"cannot write the visits file {data_path(VISITS_FILE)}: {error}"

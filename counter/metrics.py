@@ -95,7 +95,7 @@ class PodCollector(Collector):
         # Imported here, not at the top: see the module's docstring.
         import django
         from django.conf import settings
-        from django.db import DatabaseError, connection
+        from django.db import DatabaseError
         from django.utils import timezone
 
         from counter import process
@@ -108,7 +108,7 @@ class PodCollector(Collector):
             database_files,
             database_path,
         )
-        from counter.store.visits import visits_current
+        from counter.store.visits import store_database_close, visits_current
         from counter.store.visits_file import visits_file_read
 
         build = GaugeMetricFamily(
@@ -140,7 +140,7 @@ class PodCollector(Collector):
             try:
                 tally = visits_current(day=timezone.now().date())
             except (DatabaseError, StoreError):
-                connection.close()  # a fresh one next time; the scrape goes on without counts
+                store_database_close()  # a fresh one next time; the scrape goes on without counts
         if tally is not None:
             total = CounterMetricFamily(
                 "visits",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.log import log_response
@@ -17,6 +17,7 @@ from counter import metrics, process
 from counter.exceptions import PasswordChecksBusyError
 from counter.hashers import PASSWORD_CHECK_WAIT
 from counter.login_throttle import client_address, login_retry_after
+from counter.store.visits import store_database_close
 
 logger = logging.getLogger(__name__)
 login_logger = logging.getLogger("counter.login_throttle")  # the name its lines always had
@@ -175,8 +176,8 @@ def _refusal(
 class DatabaseUnavailableMiddleware:
     """Turn a database failure (disk full, read-only volume, locked too long) into a 503.
 
-    The transaction has already rolled back, so nothing was half counted. The connection is
-    closed so the next request opens a fresh one once the cause goes away.
+    The transaction has already rolled back, so nothing was half counted. The connections are
+    closed so the next request opens fresh ones once the cause goes away.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -189,7 +190,7 @@ class DatabaseUnavailableMiddleware:
         if not isinstance(exception, DatabaseError):
             return None
         logger.error("database error on %s %s: %s", request.method, request.path, exception)
-        connection.close()
+        store_database_close()
         return HttpResponse(
             "Service unavailable: the visit database cannot be used right now.\n",
             status=503,

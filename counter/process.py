@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from gevent.lock import BoundedSemaphore
 
     from counter.home_page import Frame
@@ -44,6 +45,7 @@ class ProcessState:
     # (made at first use: gevent patches threading after the fork that made this state)
     visits_queue: deque = field(default_factory=deque)
     counting_lock: threading.Lock | None = None
+    store_database: BaseDatabaseWrapper | None = None  # counter/store/visits.py, gevent only
 
     def close(self) -> None:
         """Release the open file and the idle threads (a test's state, once the test is done)."""
@@ -51,6 +53,8 @@ class ProcessState:
             self.writer_lock.close()
         if self.anchor is not None:
             self.anchor.close()
+        if self.store_database is not None:
+            self.store_database.close()
         if self.peer_pool is not None:
             self.peer_pool.shutdown(wait=False)
 

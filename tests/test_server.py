@@ -330,16 +330,18 @@ def connections_held(server, pid: int) -> int:
     return held
 
 
-def open_keepalive_connections(server, count: int, timeout: float = 5) -> list:
-    """`count` connections opened at once, as a client's pool does, each answered once and
-    kept open."""
+def open_keepalive_connections(
+    server, count: int, timeout: float = 5, path: str = "/healthz"
+) -> list:
+    """`count` connections opened at once, as a client's pool does, each answered once (all
+    requests sent before the first answer is read) and kept open."""
     connections = [
         http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout) for _ in range(count)
     ]
     for connection in connections:
         connection.connect()
     for connection in connections:
-        connection.putrequest("GET", "/healthz")
+        connection.putrequest("GET", path)
         connection.endheaders()
     for connection in connections:
         response = connection.getresponse()
@@ -402,6 +404,50 @@ def test_a_stopped_worker_leaves_every_new_connection_to_the_others(make_server)
         os.kill(stopped, signal.SIGCONT)
     for connection in connections:
         connection.close()
+
+
+def database_connections(server, pid: int) -> int:
+    """The SQLite connections process `pid` holds open on the server's database."""
+    database = os.path.realpath(server.data_dir / "db.sqlite3")
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            held += os.readlink(f"/proc/{pid}/fd/{fd}") == database
+    return held
+
+
+def wal_commits(server) -> tuple[bytes, int]:
+    """The WAL's salt and the transactions committed in it since SQLite last started it over
+    (sqlite.org/fileformat2.html#walformat: a frame that ends a transaction records the
+    database's size, the others 0; frames with another salt are left from before)."""
+    wal = (server.data_dir / "db.sqlite3-wal").read_bytes()
+    page_size = int.from_bytes(wal[8:12], "big")
+    salt = wal[16:24]
+    commits = 0
+    for start in range(32, len(wal) - 24, 24 + page_size):
+        if wal[start + 8 : start + 16] == salt:
+            commits += wal[start + 4 : start + 8] != bytes(4)
+    return salt, commits
+
+
+def test_a_worker_counts_on_one_connection_and_a_busy_turn_in_one_statement(make_server):
+X
+    in the worker, and 32 statements counted them. The counting shares one per worker
+    (counter/store/visits.py), and the visits served in one turn of the event loop are counted
+    together."""
+    server = make_server(WEB_CONCURRENCY="1").start().wait_ready()
+    (worker,) = server.worker_pids()
+    assert server.get("/")[0] == 200
+    salt, before = wal_commits(server)
+    connections = open_keepalive_connections(server, 32, path="/")
+    held = database_connections(server, worker)
+    again, after = wal_commits(server)
+    for connection in connections:
+        connection.close()
+    assert server.visits() == 33
+    assert held <= 3, held  # the anchor (counter/store/data_files.py), the counting, a probe's
+    assert again == salt, "the WAL started over: checkpointed meanwhile"
+    assert after - before <= 8, after - before
 
 
 def test_sigterm_answers_in_flight_requests_and_exits_0(make_server):

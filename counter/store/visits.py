@@ -5,7 +5,8 @@ autocommit upsert counts the visit (with those of the same process waiting besid
 row and, through triggers, in the total. SQLite
 itself is told not to wait for its lock (counter/store/locks.py: its busy handler would stall a
 gevent worker), and a file lock wakes the next writer as soon as it is free. The `visits` file
-is kept by counter/store/visits_file.py, off the request path.
+is kept by counter/store/visits_file.py, off the request path. Every statement here runs on
+`store_database()`: in a gevent worker, one connection for the whole process.
 """
 
 import threading
@@ -15,6 +16,7 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from counter import process
 from counter.exceptions import CounterMissingError, CountingStoppedError
@@ -39,6 +41,37 @@ _CURRENT = (
 )
 _PAST_DAYS = f"SELECT day, visits FROM {DailyVisits._meta.db_table} WHERE day >= %s AND day < %s"
 PAST_DAYS_TTL = 10.0
+
+
+def store_database() -> BaseDatabaseWrapper:
+    """The connection this module's statements run on.
+
+    In a gevent worker, one for the whole process, shared by its greenlets. Django's own
+    connections are one per greenlet there, so each client connection opened one to count its
+    visits: over a millisecond of CPU each, and a page cache of its own that every other
+    connection's write made stale (docs/performance.md, "One connection per worker").
+    Sharing is safe because each statement here is a single autocommit statement that runs to
+    its end without yielding to another greenlet, never inside a transaction: the ORM's
+    transactions (admin, sessions, logins) stay on Django's connection of their greenlet.
+    Elsewhere (sync workers, management commands, tests), Django's connection of this thread.
+    """
+    if not process.gevent_active():
+        return connections[DEFAULT_DB_ALIAS]
+    owner = process.state
+    if owner.store_database is None:
+        database = connections.create_connection(DEFAULT_DB_ALIAS)
+        database.inc_thread_sharing()  # to Django, each greenlet is a thread of its own
+        owner.store_database = database
+    return owner.store_database
+
+
+def store_database_close() -> None:
+    """After a database error: the next statement opens a fresh connection, once the cause is
+    gone (this greenlet's Django connection too). A visit waiting for the writer lock with the
+    connection closed under it fails with a database error: a 503, nothing counted."""
+    connection.close()
+    if process.state.store_database is not None:
+        process.state.store_database.close()
 
 
 @dataclass(frozen=True)
@@ -76,11 +109,14 @@ def visit_record(*, day: date) -> VisitTally:
 
     The visits of a process are counted together: a visit joins the process's queue, and the
     first of the waiting visits to get the process's counting lock takes the pod's writer lock
-    and counts every visit queued by then, one statement per day, then hands each its tally. So
-    the visits that arrive while another process holds the writer lock, or while this one
-    counts, cost one lock and one statement together instead of one each (the rest get the
-    lock only to find their tally: docs/performance.md, "Latency under load"). One visit alone
-    (sync workers, a management command) is counted as before, alone.
+    and counts every visit queued by then, one statement per day, then hands each its tally.
+    In a gevent worker, that first visit first lets the other greenlets ready in this turn of
+    the event loop run up to their own visit: under load, one statement then counts the visits
+    of every connection served in the turn (a batch of 1.05 visits on average became 15 to 32
+    with 32 connections: docs/performance.md, "One connection per worker"). The visits that
+    arrive while another process holds the writer lock are counted together too; the rest get
+    the lock only to find their tally. One visit alone (sync workers, a management command) is
+    counted as before, alone.
     """
     owner = process.state
     visit = _Visit(day)
@@ -88,6 +124,8 @@ def visit_record(*, day: date) -> VisitTally:
     with _counting_lock(owner):
         if visit.tally is None and visit.error is None:
             try:
+                if process.gevent_active():
+                    time.sleep(0)  # gevent's: the greenlets ready now run first
                 _visits_count(owner)
             except BaseException:
                 # Nothing was taken from the queue: this visit must not be counted later.
@@ -116,10 +154,11 @@ def _visits_count(owner: process.ProcessState) -> None:
     The statement runs on the sqlite3 connection under Django's, inside Django's translation of
     database errors: Django's cursor cost more than the statement itself (docs/performance.md).
     """
-    db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not three
+    db = store_database()
     batch: list[_Visit] = []
     try:
         db.ensure_connection()
+        raw = db.connection  # kept: another greenlet may close `db` while this one waits
         with db.wrap_database_errors, visits_writer_lock():
             # Taken under the lock: the visits that came while it was awaited count too.
             while owner.visits_queue:
@@ -134,7 +173,7 @@ def _visits_count(owner: process.ProcessState) -> None:
             for day, visits in days.items():
                 arguments = (len(visits), day.isoformat())
                 today, total_before = sqlite_retry(
-                    lambda arguments=arguments: db.connection.execute(_VISIT, arguments).fetchone()
+                    lambda arguments=arguments: raw.execute(_VISIT, arguments).fetchone()
                 )
                 today_before = today - len(visits)
                 for number, visit in enumerate(visits, start=1):
@@ -151,7 +190,7 @@ def _visits_count(owner: process.ProcessState) -> None:
 
 
 def visits_total() -> int:
-    with connection.cursor() as cursor:
+    with store_database().cursor() as cursor:
         cursor.execute(_TOTAL)
         row = cursor.fetchone()
     if row is None:
@@ -161,7 +200,7 @@ def visits_total() -> int:
 
 def visits_current(*, day: date) -> VisitTally:
     """The totals as they are, without counting (one statement, so they agree)."""
-    with connection.cursor() as cursor:
+    with store_database().cursor() as cursor:
         cursor.execute(_CURRENT, [day])
         row = cursor.fetchone()
     if row is None:
@@ -192,7 +231,7 @@ def visits_past_days(*, today: date, days: int = 13) -> PastDays:
     ):
         return cached
     first = today - timedelta(days=days)
-    with connection.cursor() as cursor:
+    with store_database().cursor() as cursor:
         cursor.execute(_PAST_DAYS, [first, today])
         counts = dict(cursor.fetchall())  # Django converts DATE columns to date objects
     window = tuple((first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days))

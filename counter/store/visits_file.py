@@ -15,13 +15,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
 from counter import process
 from counter.exceptions import CountBackwardsError, StoreError
 from counter.store.files import VISITS_FILE, VISITS_LOCK, data_path, file_replace
 from counter.store.locks import FileLock
-from counter.store.visits import MAX_COUNT, visits_total
+from counter.store.visits import MAX_COUNT, store_database_close, visits_total
 
 logger = logging.getLogger("counter.visits_file")  # the name its log lines always had
 
@@ -90,7 +90,7 @@ class FileKeeper:
         try:
             visits_file_sync()
         except (DatabaseError, OSError, StoreError) as error:
-            connection.close()  # a fresh one next time, once the cause is gone
+            store_database_close()  # a fresh one next time, once the cause is gone
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error
             problem = f"cannot update the visits file {data_path(VISITS_FILE)}: {reason}"

@@ -6,7 +6,7 @@
 set -o errexit -o nounset -o pipefail
 
 ENGINE=${ENGINE:-podman}
-IMAGE=${IMAGE:?set IMAGE, e.g. app-python:1.1.1}
+IMAGE=${IMAGE:?set IMAGE, e.g. app-python:1.1.2}
 PORT=${PORT:-18080}  # app-python-N listens on 127.0.0.1:PORT+N
 PODS=(app-python-0 app-python-1 app-python-2)
 # A network whose DNS answers the alias app-python-headless with every container's address,

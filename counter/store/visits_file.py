@@ -90,7 +90,8 @@ class FileKeeper:
         try:
             visits_file_sync()
         except (DatabaseError, OSError, StoreError) as error:
-            store_database_close()  # a fresh one next time, once the cause is gone
+            if isinstance(error, DatabaseError):
+                store_database_close()  # a fresh one next time, once the cause is gone
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error
             problem = f"cannot update the visits file {data_path(VISITS_FILE)}: {reason}"

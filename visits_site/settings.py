@@ -143,7 +143,8 @@ DATABASES = {
             if VISITS_DATABASE_MUST_EXIST
             else VISITS_DATABASE
         ),
-        # Persistent connections: one per worker thread, opened after gunicorn forks.
+        # Persistent connections, opened after gunicorn forks: one per thread (per greenlet in a
+        # gevent worker, whose counting shares one: counter/store/visits.py store_database).
         "CONN_MAX_AGE": None,
         "OPTIONS": {
             # A DEFERRED transaction that reads then writes fails at once with "database is

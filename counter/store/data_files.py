@@ -6,8 +6,9 @@ and can reset the shared index to it: every connection then sees the database wi
 visits that were in the WAL, and once the old connections close, those visits are gone.
 
 So each worker process keeps one connection of its own, the anchor, open for its lifetime, and
-remembers which files it opened. Before any new connection opens (store/sqlite/base.py), `stat`
-checks that the database, its WAL and its index at their paths are still those; at every tick
+remembers which files it opened. Before any new connection opens (store/sqlite/base.py) and
+before each batch of visits is counted (store/visits.py), `stat` checks that the database, its
+WAL and its index at their paths are still those; at every tick
 of the FileKeeper (visits_file.py), every descriptor the process holds on them is checked
 against its path too. When one was deleted or replaced, the process
 
@@ -106,8 +107,9 @@ def data_files_anchor() -> None:
 
 
 def data_files_guard() -> None:
-    """Before a new connection opens: refuse it once counting stopped, or when the files at the
-    paths are not the anchor's (and then stop counting). Three `stat`s when nothing changed."""
+    """Before a new connection opens or visits are counted: refuse once counting stopped, or
+    when the files at the paths are not the anchor's (and then stop counting). Three `stat`s
+    when nothing changed."""
     owner = process.state
     unchanged = owner.anchor is None or _files() == owner.anchor_files
     if owner.data_files_problem is None and not unchanged:

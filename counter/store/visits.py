@@ -154,10 +154,16 @@ def _visits_count(owner: process.ProcessState) -> None:
     The statement runs on the sqlite3 connection under Django's, inside Django's translation of
     database errors: Django's cursor cost more than the statement itself (docs/performance.md).
     """
+    from counter.store.data_files import data_files_guard  # it imports this module
+
     db = store_database()
     batch: list[_Visit] = []
     try:
         db.ensure_connection()
+        # The connection stays open for the worker's life: the check its opening made is made
+        # for each batch too (three `stat`s), so a file deleted or replaced stops the counting
+        # at this worker's next visit, not only at its FileKeeper's next tick.
+        data_files_guard()
         raw = db.connection  # kept: another greenlet may close `db` while this one waits
         with db.wrap_database_errors, visits_writer_lock():
             # Taken under the lock: the visits that came while it was awaited count too.

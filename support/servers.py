@@ -167,3 +167,61 @@ def database_total(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         return db.execute("SELECT total FROM counter_visitcounter").fetchone()[0]
+
+
+def connections_held(server, pid: int) -> int:
+    """The established connections to the server's port among the open files of process `pid`
+    (/proc/net/tcp gives each socket's inode, /proc/PID/fd which process holds it)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "01":
+            inodes.add(f"socket:[{fields[9]}]")
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            held += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+    return held
+
+
+def open_keepalive_connections(
+    server, count: int, timeout: float = 5, path: str = "/healthz"
+) -> list:
+    """`count` connections opened at once, as a client's pool does, each answered once (all
+    requests sent before the first answer is read) and kept open."""
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout) for _ in range(count)
+    ]
+    for connection in connections:
+        connection.connect()
+    for connection in connections:
+        connection.putrequest("GET", path)
+        connection.endheaders()
+    for connection in connections:
+        response = connection.getresponse()
+        assert response.status == 200
+        response.read()
+    return connections
+
+
+def close_and_wait(server, workers: list[int], connections: list) -> None:
+    """Close the client's connections, and wait until the workers let theirs go too."""
+    for connection in connections:
+        connection.close()
+    deadline = time.monotonic() + 5
+    while any(connections_held(server, pid) for pid in workers):
+        assert time.monotonic() < deadline, "the server kept closed connections"
+        time.sleep(0.05)
+
+
+def wait_until_every_worker_accepts(server, workers: list[int], timeout: float = 30) -> None:
+    """/readyz answers once one worker is up; a worker still starting takes no connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        connections = [open_keepalive_connections(server, 1)[0] for _ in range(2 * len(workers))]
+        held = [connections_held(server, pid) for pid in workers]
+        close_and_wait(server, workers, connections)
+        if min(held) > 0:
+            return
+        assert time.monotonic() < deadline, f"not every worker accepts: {held}"
+        time.sleep(0.2)

@@ -8,6 +8,7 @@ import urllib.parse
 import pytest
 
 from support.clients import Samples, http_request, metrics_scrape
+from support.servers import wait_until_every_worker_accepts
 
 pytestmark = pytest.mark.server
 
@@ -23,10 +24,12 @@ def refused(samples: Samples, reason: str) -> float:
 
 def test_a_scrape_of_either_worker_shows_the_pods_totals(make_server):
     server = make_server(WEB_CONCURRENCY="2").start().wait_ready()
-    for _ in range(40):  # each on a new connection: the kernel spreads them over the workers
-        assert http_request(server.port, "/")[0] == 200
     workers = server.worker_pids()
     assert len(workers) == 2
+    # Ready once one worker answers: the other may still be starting, and take no connection.
+    wait_until_every_worker_accepts(server, workers)
+    for _ in range(40):  # each on a new connection: the kernel spreads them over the workers
+        assert http_request(server.port, "/")[0] == 200
     metrics_dir = server.data_dir.with_name(f"{server.data_dir.name}.metrics")
     served = {pid for pid in workers if (metrics_dir / f"histogram_{pid}.db").exists()}
     assert served == set(workers), "one worker served every visit: nothing to sum"

@@ -49,7 +49,7 @@ def store_database() -> BaseDatabaseWrapper:
     In a gevent worker, one for the whole process, shared by its greenlets. Django's own
     connections are one per greenlet there, so each client connection opened one to count its
     visits: over a millisecond of CPU each, and a page cache of its own that every other
-    connection's write made stale (docs/performance.md, "One connection per worker").
+    connection's write made stale (docs/performance.md, "Latency under load").
     Sharing is safe because each statement here is a single autocommit statement that runs to
     its end without yielding to another greenlet, never inside a transaction: the ORM's
     transactions (admin, sessions, logins) stay on Django's connection of their greenlet.
@@ -113,7 +113,7 @@ def visit_record(*, day: date) -> VisitTally:
     In a gevent worker, that first visit first lets the other greenlets ready in this turn of
     the event loop run up to their own visit: under load, one statement then counts the visits
     of every connection served in the turn (a batch of 1.05 visits on average became 15 to 32
-    with 32 connections: docs/performance.md, "One connection per worker"). The visits that
+    with 32 connections: docs/performance.md, "Latency under load"). The visits that
     arrive while another process holds the writer lock are counted together too; the rest get
     the lock only to find their tally. One visit alone (sync workers, a management command) is
     counted as before, alone.

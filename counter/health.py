@@ -35,8 +35,7 @@ def readiness_problem() -> str | None:
     except CountingStoppedError as error:  # found here by opening a connection, or before
         return f"counting stopped: {error}; restart the pod"
     except (DatabaseError, CounterMissingError) as error:
-        if isinstance(error, DatabaseError):
-            store_database_close()  # shared by the worker: only when it may be the cause
+        store_database_close()
         return f"database unavailable: {error}"
     except OSError as error:
         return f"cannot write the visits file {data_path(VISITS_FILE)}: {error}"

@@ -139,9 +139,8 @@ class PodCollector(Collector):
         if not stopped:
             try:
                 tally = visits_current(day=timezone.now().date())
-            except (DatabaseError, StoreError) as error:  # the scrape goes on without counts
-                if isinstance(error, DatabaseError):
-                    store_database_close()  # a fresh one next time
+            except (DatabaseError, StoreError):
+                store_database_close()  # a fresh one next time; the scrape goes on without counts
         if tally is not None:
             total = CounterMetricFamily(
                 "visits",

@@ -38,7 +38,8 @@ class ProcessState:
     migrations_applied: bool = False  # counter/health.py: once true, stays true
     data_files_problem: str | None = None  # counter/store/data_files.py: set once, counting stops
     anchor: sqlite3.Connection | None = None  # counter/store/data_files.py: open for the lifetime
-    anchor_files: tuple = ()  # (st_dev, st_ino) of the database, WAL and index it opened
+    anchor_names: tuple = ()  # the paths of the database, WAL and index it opened, resolved
+    anchor_files: tuple = ()  # (st_dev, st_ino) of those files
     peer_pool: ThreadPoolExecutor | None = None  # counter/peers.py: asks the other pods
     password_checks: BoundedSemaphore | None = None  # counter/hashers.py, gevent only
     # counter/store/visits.py: the visits waiting to be counted, and the lock of who counts them

@@ -64,8 +64,8 @@ def _identity(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _files() -> tuple:
-    return tuple(_identity(name) for name in database_files(_database()))
+def _identities(names: tuple[str, ...]) -> tuple:
+    return tuple(_identity(name) for name in names)
 
 
 def data_files_changed() -> str | None:
@@ -74,7 +74,7 @@ def data_files_changed() -> str | None:
     Reads /proc/self/fd (Linux): elsewhere there is nothing to check and this says None. It
     runs without yielding to another greenlet, so no descriptor is closed and reused meanwhile.
     """
-    names = set(database_files(_database()))
+    names = set(process.state.anchor_names or database_files(_database()))
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.is_dir():
         return None
@@ -102,7 +102,10 @@ def data_files_anchor() -> None:
         return
     anchor = database_connect()
     anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
-    owner.anchor_files = _files()
+    # Resolved once: `realpath` makes a `stat` per component of the path, and the guard runs
+    # before every batch of visits.
+    owner.anchor_names = tuple(database_files(_database()))
+    owner.anchor_files = _identities(owner.anchor_names)
     owner.anchor = anchor
 
 
@@ -111,7 +114,7 @@ def data_files_guard() -> None:
     when the files at the paths are not the anchor's (and then stop counting). Three `stat`s
     when nothing changed."""
     owner = process.state
-    unchanged = owner.anchor is None or _files() == owner.anchor_files
+    unchanged = owner.anchor is None or _identities(owner.anchor_names) == owner.anchor_files
     if owner.data_files_problem is None and not unchanged:
         data_files_rescue(data_files_changed() or "the database's files were changed")
     if owner.data_files_problem is not None:

@@ -91,7 +91,9 @@ class FileKeeper:
             visits_file_sync()
         except (DatabaseError, OSError, StoreError) as error:
             if isinstance(error, DatabaseError):
-                store_database_close()  # a fresh one next time, once the cause is gone
+                # A fresh one next time, once the cause is gone. Not for a file that cannot be
+                # written: retried every PERIOD, it would close the worker's connection as often.
+                store_database_close()
             # OSError's text names the random temporary file: its strerror is the same each time.
             reason = getattr(error, "strerror", None) or error
             problem = f"cannot update the visits file {data_path(VISITS_FILE)}: {reason}"

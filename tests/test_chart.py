@@ -299,6 +299,48 @@ def test_the_renders_are_yamllint_clean(rendered, checker):
     subprocess.run([checker("yamllint"), "--strict", "-d", config, *renders], check=True)
 
 
+def graceful_timeout() -> int:
+    return int(re.search(r"^graceful_timeout = (\d+)$", (ROOT / "gunicorn.conf.py").read_text(),
+                         re.M).group(1))  # fmt: skip
+
+
+@pytest.mark.parametrize("backup", [False, True])
+def test_a_stopping_pod_serves_through_its_pause_with_time_for_every_step(backup):
+    """The pause before gunicorn stops (a preStop sleep), then its graceful shutdown, then with
+    backup the sidecar's final sync: the grace period covers them in that order, from their
+    sources (gunicorn.conf.py, the Litestream configuration)."""
+    objs = template(*(BACKUP if backup else []))
+    sts = statefulset(objs)["spec"]
+    pod = sts["template"]["spec"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pause = values["preStopSleepSeconds"]
+    assert pause >= 5  # what kube-proxy needs to follow, with room to spare
+    assert container(objs)["lifecycle"] == {"preStop": {"sleep": {"seconds": pause}}}
+    steps = [pause, graceful_timeout(), 5]  # the master's exit after its workers: 5 s
+    if backup:
+        config = objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"]
+        sync = yaml.safe_load(config)["shutdown-sync-timeout"]
+        steps += [int(sync.removesuffix("s")), 5]  # the sidecar's report: 5 s
+        assert pod["initContainers"][1].get("lifecycle") is None  # it stops after the app
+    assert pod["terminationGracePeriodSeconds"] == sum(steps)
+    # The arithmetic, step by step, in the rendered manifest.
+    render = helm("template", "app-python", str(CHART), *(BACKUP if backup else [])).stdout
+    shown = re.findall(r"^ +#   +(\d+) s  ", render, re.M)
+    assert [int(seconds) for seconds in shown] == [*steps, sum(steps)]
+    # Each new pod ready this long before the next one stops; an unready pod can be evicted.
+    assert sts["minReadySeconds"] == values["minReadySeconds"] >= 5
+    pdb = objs[("PodDisruptionBudget", "app-python")]["spec"]
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_without_a_pause_the_pod_has_no_prestop_and_a_shorter_grace_period():
+    objs = template("--set", "preStopSleepSeconds=0", "--set", "minReadySeconds=0")
+    assert "lifecycle" not in container(objs)
+    sts = statefulset(objs)["spec"]
+    assert sts["template"]["spec"]["terminationGracePeriodSeconds"] == graceful_timeout() + 5
+    assert sts["minReadySeconds"] == 0
+
+
 def test_values_and_schema_agree_on_every_key():
     """Every default value is described by the schema, and the schema has no key without one."""
     schema = json.loads((CHART / "values.schema.json").read_text())
@@ -314,7 +356,7 @@ BACKUP = ["--set", "backup.enabled=true", "--set", "backup.s3.bucket=visits-back
 def test_backup_off_adds_nothing():
     objs = template()
     pod = statefulset(objs)["spec"]["template"]["spec"]
-    assert "initContainers" not in pod and "terminationGracePeriodSeconds" not in pod
+    assert "initContainers" not in pod
     assert [c["name"] for c in pod["containers"]] == ["app"]
     assert {v["name"] for v in pod["volumes"]} == {"tmp"}
     assert ("ConfigMap", "app-python-litestream") not in objs
@@ -334,8 +376,6 @@ def test_backup_on_restores_then_replicates_each_volume_to_its_own_generation():
     assert (restore["command"], restore["args"]) == (script, ["restore"])
     assert sidecar["name"] == "litestream" and sidecar["restartPolicy"] == "Always"
     assert (sidecar["command"], sidecar["args"]) == (script, ["replicate"])
-    # The app's 20 s graceful shutdown, then the sidecar's 10 s final sync.
-    assert pod["terminationGracePeriodSeconds"] == 40
     data = objs[("ConfigMap", "app-python-litestream")]["data"]
     assert data["litestream.sh"] == (CHART / "files" / "litestream.sh").read_text()
     config = yaml.safe_load(data["litestream.yml"])

@@ -13,9 +13,9 @@ visits through the Service all along:
 3. upgrade and promote (partition 0): every pod on the new version, every count kept, the
    Secret's key unchanged.
 
-Every visit the client saw answered 200 is counted, and nothing else: between the visits
-answered 200 and those plus the failed ones (a failed request may have been counted before its
-connection broke). Each step saves its real output as docs/transcripts/e2e-upgrade-*.txt.
+Two clients visit through the Service all along (support/visitors.py: a new connection for
+each visit, and kept-alive connections): no visit of either fails, and every visit answered 200
+is counted. Each step saves its real output as docs/transcripts/e2e-upgrade-*.txt.
 """
 
 import hashlib
@@ -31,6 +31,7 @@ from support.cluster import Session, e2e_missing, until
 from support.manifests import k8s_copy, overlay_with_component
 from support.tools import APP_VERSION, ROOT
 from support.upgrades import PREVIOUS_VERSION, previous_release
+from support.visitors import Visitors, assert_every_visit_counted
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +43,6 @@ SELECTOR = "app.kubernetes.io/name=app-python,app.kubernetes.io/instance=app-pyt
 OLD_IMAGE = f"app-python:{PREVIOUS_VERSION}"
 NEW_IMAGE = f"app-python:{APP_VERSION}"
 CLIENT = "upgrade-client"
-# The client's loop: a visit through the Service every 20 ms, each on a new connection (so
-# kube-proxy spreads them), until /tmp/stop appears; then the visits answered 200, the others.
-VISITING = """
-import os, time, urllib.request as u
-ok = failed = 0
-while not os.path.exists("/tmp/stop"):
-    try:
-        with u.urlopen("http://app-python/", timeout=5) as answer:
-            answer.read()
-        ok += 1
-    except Exception:
-        failed += 1
-    time.sleep(0.02)
-os.remove("/tmp/stop")
-print(ok, failed)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -180,36 +165,24 @@ class Upgrade:
 
 
 class Counting:
-    """Visits through the Service from the client pod while a step runs (a `with` block)."""
+    """Both clients visiting through the Service while a step runs (a `with` block)."""
 
     def __init__(self, upgrade: Upgrade, t: Session) -> None:
         self.upgrade, self.t = upgrade, t
-        self.ok = self.failed = 0
 
     def __enter__(self) -> "Counting":
         self.before = self.upgrade.counts(self.upgrade.session().quiet())
         self.uids = self.upgrade.uids()
-        command = ["kubectl", "-n", self.upgrade.namespace, "exec", CLIENT, "--"]
-        self.process = subprocess.Popen(
-            [*command, "python", "-c", VISITING],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        service = self.upgrade.get("service", "app-python")["spec"]["clusterIP"]
+        self.visitors = Visitors(service).__enter__()
+        until("20 answered visits", lambda: len(self.visitors.answered()) >= 20, timeout=60)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.upgrade.session().python(CLIENT, "open('/tmp/stop', 'w')", record=False)
-        output, _ = self.process.communicate(timeout=60)
-        self.ok, self.failed = map(int, output.split())
+        self.visitors.__exit__()
         self.after = self.upgrade.counts(self.t)
-        self.t.note(
-            f"the client's visits through the Service meanwhile: {self.ok} answered 200,"
-            f" {self.failed} failed; the pods counted {self.counted()} more"
-        )
-
-    def counted(self) -> int:
-        return sum(self.after.values()) - sum(self.before.values())
+        counted = sum(self.after.values()) - sum(self.before.values())
+        self.t.note(f"{self.visitors.summary()}; the pods counted {counted} more")
 
     def replaced(self) -> list[str]:
         """The pods replaced during the block."""
@@ -217,9 +190,9 @@ class Counting:
         return [pod for pod in PODS if now[pod] != self.uids[pod]]
 
     def check(self) -> None:
-        assert self.ok > 0
-        assert self.ok <= self.counted() <= self.ok + self.failed, (self.ok, self.failed)
-        assert all(self.after[pod] >= self.before[pod] for pod in PODS), (self.before, self.after)
+        assert_every_visit_counted(self.visitors, self.before, self.after)
+        assert not self.visitors.failed(), self.visitors.summary()
+        assert self.visitors.answered("new") and self.visitors.answered("kept")
 
 
 def all_on(image: str) -> dict[str, str]:

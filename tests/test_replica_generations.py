@@ -1,14 +1,19 @@
-"""The backup's fence against a stale pod (k8s/chart/files/litestream.sh, the chart's backup
-init container and sidecar), with real `litestream` processes and a file replica laid out as the
-chart lays out S3: a pod's node is lost while its sidecar has changes it has not shipped; the
-pod is restored onto a new volume and counts on; then the old node comes back and its sidecar
-ships what it held. A third volume restored after that must hold the recovered pod's count.
+"""The backup's roles (k8s/chart/files/litestream.sh, the chart's backup init container and
+sidecar), with real `litestream` processes and a file replica laid out as the chart lays out S3.
 
-With a replica path per volume generation (the chart) it does; with one path per pod (the
+The fence against a stale pod: a pod's node is lost while its sidecar has changes it has not
+shipped; the pod is restored onto a new volume and counts on; then the old node comes back and
+its sidecar ships what it held. A third volume restored after that must hold the recovered pod's
+count. With a replica path per volume generation (the chart) it does; with one path per pod (the
 chart before generations) the stale sidecar overwrites the recovered pod's replica.
+
+A graceful stop: the sidecar's final sync ships the last visits, and its last line says whether
+the replica holds the database's last transaction.
 """
 
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -31,14 +36,15 @@ pytestmark = [
 class Volume:
     """A pod's volume: its database (a table of visits, one row each) and its litestream."""
 
-    def __init__(self, root: Path, name: str, replica: str) -> None:
+    def __init__(self, root: Path, name: str, replica: str, settings: str = "") -> None:
         self.data = root / name
         self.data.mkdir()
         self.config = root / f"{name}.yml"
+        self.replica = root / "replica"
         # The chart's layout (configmap-litestream.yaml), with a file replica instead of S3.
         self.config.write_text(
-            f"dbs:\n  - path: {self.data}/db.sqlite3\n"
-            f"    replica:\n      type: file\n      path: {root}/replica/{replica}\n"
+            f"{settings}dbs:\n  - path: {self.data}/db.sqlite3\n"
+            f"    replica:\n      type: file\n      path: {self.replica}/{replica}\n"
         )
         self.env = {
             **os.environ,
@@ -186,3 +192,70 @@ def test_a_new_volume_restores_a_replica_of_chart_1_0_0_then_takes_generation_1(
     assert new.count() == 7
     assert (new.data / "replica-generation").read_text() == "1\n"
     assert replica_count(new, tmp_path) == 7  # generation 1 claimed before the app starts
+
+
+def stop_after_visits(volume: Volume, log: Path, *, before_stop=lambda: None) -> list[str]:
+    """A volume with a database of 1 visit, its sidecar started and through its first sync of
+    a visit (from then on it holds the read lock that keeps a closing connection from
+    removing the WAL under it, as in a pod, whose sidecar starts before the app), 25 visits
+    (each a commit), `before_stop()`, then SIGTERM as the kubelet sends it once the app has
+    exited; the sidecar's last log lines."""
+    volume.visit(1)
+    volume.run("sh", str(SCRIPT), "restore")
+    local = volume.data / ".db.sqlite3-litestream" / "ltx" / "0"
+    with log.open("w") as output:
+        sidecar = subprocess.Popen(["sh", str(SCRIPT), "replicate"], env=volume.env,
+                                   stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            volume.visit(1)
+            deadline = time.monotonic() + 10
+            while len(list(local.glob("*.ltx"))) < 2:  # the claim's snapshot, then this visit
+                assert time.monotonic() < deadline, "the sidecar never synced"
+                time.sleep(0.05)
+            volume.visit(25)
+            before_stop()
+            sidecar.terminate()
+            sidecar.wait(timeout=30)
+        finally:
+            sidecar.kill()
+    return log.read_text().strip().splitlines()
+
+
+# No sync before the stop: only the final one can ship the visits.
+NO_SYNC_UNTIL_STOP = "shutdown-sync-timeout: 2s\n"
+INTERVAL = "      sync-interval: 1h\n"
+
+
+def test_a_stopping_sidecar_ships_the_last_visits_and_its_last_line_says_so(tmp_path):
+    volume = Volume(tmp_path, "pod", "app-python-2${REPLICA_GENERATION}", NO_SYNC_UNTIL_STOP)
+    volume.config.write_text(volume.config.read_text() + INTERVAL)
+    lines = stop_after_visits(volume, tmp_path / "sidecar.log")
+    final = re.fullmatch(
+        r"final sync: the replica holds the database's last transaction, TXID (\w{16})",
+        lines[-1],
+    )
+    assert final, lines[-3:]
+    out = tmp_path / "as-of.sqlite3"
+    env = {**volume.env, "REPLICA_GENERATION": "/1"}
+    volume.env = env
+    volume.run(LITESTREAM, "restore", "-config", str(volume.config), "-txid", final.group(1),
+               "-o", str(out), str(volume.data / "db.sqlite3"))  # fmt: skip
+    with sqlite3.connect(out) as db:
+        assert db.execute("SELECT count(*) FROM visit").fetchone()[0] == 27
+
+
+def test_a_sidecar_that_cannot_ship_at_its_stop_says_what_stays_on_the_volume(tmp_path):
+    volume = Volume(tmp_path, "pod", "app-python-2${REPLICA_GENERATION}", NO_SYNC_UNTIL_STOP)
+    volume.config.write_text(volume.config.read_text() + INTERVAL)
+
+    def replica_unwritable() -> None:  # a file where the replica's folder was: every write fails
+        shutil.rmtree(volume.replica)
+        volume.replica.write_text("not a folder\n")
+
+    lines = stop_after_visits(volume, tmp_path / "sidecar.log", before_stop=replica_unwritable)
+    assert re.fullmatch(
+        r"final sync: the replica's newest transaction is TXID none, the database's last is"
+        r" TXID \w{16}: what lies between is on this volume only until the pod's next start"
+        r" ships it",
+        lines[-1],
+    ), lines[-3:]

@@ -76,7 +76,33 @@ copy() {
 replicate() {
   generation=$(cat "$record")  # written by the init container; none: stop here, loudly
   export REPLICA_GENERATION="/$generation"
-  exec litestream replicate -config "$config"
+  # Not exec'd: once Litestream's final sync is done (the pod stops: SIGTERM, forwarded), the
+  # pod's last log line says whether the replica holds the database's last transaction.
+  litestream replicate -config "$config" &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  status=0
+  wait "$pid" || status=$?
+  if kill -0 "$pid" 2>/dev/null; then  # the signal interrupted the wait: Litestream stops now
+    status=0
+    wait "$pid" || status=$?
+  fi
+  position
+  exit "$status"
+}
+
+position() {  # the replica's newest TXID against the database's last one Litestream read
+  last=$(litestream status -config "$config" -json "$db" 2>&1 |
+    sed -n 's/.*"local_txid": *"\([0-9a-f]*\)".*/\1/p')
+  shipped=$(litestream ltx -config "$config" -level all "$db" 2>&1 |
+    awk '$1 ~ /^[0-9]+$/ {print $3}' | sort | tail -n 1)
+  if [ -n "$last" ] && [ "$last" = "$shipped" ]; then
+    echo "final sync: the replica holds the database's last transaction, TXID $last"
+  else
+    echo "final sync: the replica's newest transaction is TXID ${shipped:-none}, the" \
+      "database's last is TXID ${last:-unknown}: what lies between is on this volume only" \
+      "until the pod's next start ships it" >&2
+  fi
 }
 
 "$@"

@@ -195,3 +195,25 @@ env:
         name: {{ $credentials.secretName }}
         key: {{ $credentials.secretAccessKeyKey }}
 {{- end }}
+
+{{/*
+A pod's stop, step by step, in seconds: what its grace period must cover, in the order the
+steps run. The app's first (gunicorn's graceful_timeout is gunicorn.conf.py's, which
+tests/test_chart.py holds to it); with backup, the native sidecar stops only once the app has
+exited.
+*/}}
+{{- define "app-python.stopSteps" -}}
+{{- $steps := list (list "the preStop pause" (int .Values.preStopSleepSeconds)) }}
+{{- $steps = append $steps (list "gunicorn's graceful shutdown (graceful_timeout)" 20) }}
+{{- $steps = append $steps (list "gunicorn's master exiting after its workers" 5) }}
+{{- if .Values.backup.enabled }}
+{{- $steps = append $steps (list "Litestream's final sync (shutdown-sync-timeout)" (int (include "app-python.litestreamShutdownSync" .))) }}
+{{- $steps = append $steps (list "the sidecar's report of the replica's position" 5) }}
+{{- end }}
+{{- toJson $steps }}
+{{- end }}
+
+{{/* Seconds Litestream's final sync may retry at its stop: its configuration's shutdown-sync-timeout. */}}
+{{- define "app-python.litestreamShutdownSync" -}}
+10
+{{- end }}

@@ -11,6 +11,7 @@ A graceful stop: the sidecar's final sync ships the last visits, and its last li
 the replica holds the database's last transaction.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -205,7 +206,8 @@ def stop_after_visits(volume: Volume, log: Path, *, before_stop=lambda: None) ->
     local = volume.data / ".db.sqlite3-litestream" / "ltx" / "0"
     with log.open("w") as output:
         sidecar = subprocess.Popen(["sh", str(SCRIPT), "replicate"], env=volume.env,
-                                   stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+                                   stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
         try:
             volume.visit(1)
             deadline = time.monotonic() + 10
@@ -216,8 +218,9 @@ def stop_after_visits(volume: Volume, log: Path, *, before_stop=lambda: None) ->
             before_stop()
             sidecar.terminate()
             sidecar.wait(timeout=30)
-        finally:
-            sidecar.kill()
+        finally:  # the script and its litestream, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sidecar.pid, signal.SIGKILL)
     return log.read_text().strip().splitlines()
 
 

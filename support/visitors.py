@@ -4,10 +4,12 @@ pods does, each about 20 times a second; neither ever retries, and a visit waits
 
 - `new`: a new connection for each visit, so kube-proxy picks a pod for each (a browser's first
   visit, `curl` in a loop, a probe);
-- `kept`: three kept-alive connections used in turn, as an ingress controller's upstream pool
-  or a browser keeps them. A connection is replaced only once the server closed it: its answer
-  said `Connection: close`, or its end was closed before the next visit (seen before sending, as
-  any pool checks). A visit sent on a connection that then breaks is a failure.
+- `kept`: kept-alive connections used in turn, as an ingress controller's upstream pool or a
+  browser keeps them: at first as many as it takes for every pod to hold one (kube-proxy picks
+  a pod for each), so that every pod that stops has a kept-alive connection to close. A
+  connection is replaced only once the server closed it: its answer said `Connection: close`,
+  or its end was closed before the next visit (seen before sending, as any pool checks). A visit
+  sent on a connection that then breaks is a failure.
 """
 
 import http.client
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 PAGE = re.compile(r'id="pod">([^<]+)<.*id="total">(\d+)<', re.S)
 INTERVAL = 0.05  # seconds between two visits of one client
 TIMEOUT = 2.0  # seconds a visit waits for its answer
-POOL = 3  # the kept-alive client's connections
+POOL_MAX = 12  # kept-alive connections opened at most to reach every pod
 
 
 @dataclass
@@ -32,11 +34,11 @@ class Visit:
     error: str | None = None  # why it failed: an exception's name, or "HTTP <status>"
 
 
-class Visitors:
+class ServiceVisitors:
     """Both clients, started and stopped together (a `with` block)."""
 
-    def __init__(self, address: str, port: int = 80) -> None:
-        self.address, self.port = address, port
+    def __init__(self, address: str, pods: list[str], port: int = 80) -> None:
+        self.address, self.pods, self.port = address, pods, port
         self.visits: list[Visit] = []
         self.closed_by_server = 0  # kept-alive connections closed cleanly, between visits
         self._stopping = threading.Event()
@@ -45,7 +47,7 @@ class Visitors:
             threading.Thread(target=self._kept_alive, daemon=True),
         ]
 
-    def __enter__(self) -> "Visitors":
+    def __enter__(self) -> "ServiceVisitors":
         for thread in self._threads:
             thread.start()
         return self
@@ -92,12 +94,19 @@ class Visitors:
         self._paced(once)
 
     def _kept_alive(self) -> None:
-        pool: list[http.client.HTTPConnection | None] = [None] * POOL
+        pool: list[http.client.HTTPConnection | None] = []
+        reached: set[str] = set()
+        while reached != set(self.pods) and len(pool) < POOL_MAX:  # a connection to every pod
+            connection = self._connect()
+            visit, keep = self._visit(connection, Visit("kept", time.time()))
+            self.visits.append(visit)
+            reached.add(visit.pod)
+            pool.append(connection if keep else None)
         turn = 0
 
         def once(started: float) -> Visit:
             nonlocal turn
-            slot, turn = turn, (turn + 1) % POOL
+            slot, turn = turn, (turn + 1) % len(pool)
             connection = pool[slot]
             if connection is None or _closed_by_peer(connection):
                 if connection is not None:
@@ -145,7 +154,7 @@ def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
     return bool(readable)
 
 
-def assert_every_visit_counted(visitors: Visitors, before: dict, after: dict) -> None:
+def assert_every_visit_counted(visitors: ServiceVisitors, before: dict, after: dict) -> None:
     """Each pod's count grew by at least the visits it answered 200, and holds each total it
     answered; all together by no more than the visits sent (a failed one may have counted)."""
     for pod in before:

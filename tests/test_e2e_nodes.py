@@ -37,7 +37,7 @@ from support.cluster import (
     until,
 )
 from support.tools import ROOT, litestream_binary
-from support.visitors import Visit, Visitors, assert_every_visit_counted
+from support.visitors import ServiceVisitors, Visit, assert_every_visit_counted
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def service_address(t: Session) -> str:
     return t.get("service", "app-python")["spec"]["clusterIP"]
 
 
-def failed_between(visitors: Visitors, start: float, end: float) -> list[Visit]:
+def failed_between(visitors: ServiceVisitors, start: float, end: float) -> list[Visit]:
     return [v for v in visitors.failed() if start <= v.sent <= end]
 
 
@@ -180,7 +180,7 @@ def rollout(t: Session, name: str, change, *, followed: list[str] = ()) -> dict:
         for pod in PODS for container in followed
     }  # fmt: skip
     try:
-        with Visitors(service_address(t)) as visitors:
+        with ServiceVisitors(service_address(t), PODS) as visitors:
             until("20 answered visits", lambda: len(visitors.answered()) >= 20, timeout=60)
             started = time.time()
             change(t)
@@ -208,11 +208,14 @@ def restart(t: Session) -> None:
     t.kubectl("rollout", "restart", "statefulset/app-python")
 
 
-def assert_no_visit_failed_and_each_counted(rolled: dict) -> None:
+def assert_no_visit_failed_and_each_counted(rolled: dict, stopped: int = len(PODS)) -> None:
+    """No visit failed, each was counted, and each of the `stopped` pods closed a kept-alive
+    connection between visits (the client holds one to every pod: support/visitors.py)."""
     visitors = rolled["visitors"]
     assert_every_visit_counted(visitors, rolled["before"], rolled["after"])
     assert not visitors.failed(), visitors.summary()
     assert visitors.answered("new") and visitors.answered("kept"), visitors.summary()
+    assert visitors.closed_by_server >= stopped, visitors.summary()
 
 
 def test_a_changed_setting_rolls_every_pod_and_fails_no_visit(installed):
@@ -287,7 +290,7 @@ def test_a_deleted_pod_comes_back_and_fails_no_visit(installed):
     pod = PODS[1]
     uid = t.uid(pod)
     before = counts(session())
-    with Visitors(service_address(t)) as visitors:
+    with ServiceVisitors(service_address(t), PODS) as visitors:
         until("20 answered visits", lambda: len(visitors.answered()) >= 20, timeout=60)
         t.kubectl("delete", "pod", pod)
         until(f"{pod} back and ready", lambda: t.is_ready(pod) and t.uid(pod) != uid)
@@ -300,7 +303,7 @@ def test_a_deleted_pod_comes_back_and_fails_no_visit(installed):
     t.note(visitors.summary())
     t.save("delete-pod")
     assert_no_visit_failed_and_each_counted(
-        {"visitors": visitors, "before": before, "after": after}
+        {"visitors": visitors, "before": before, "after": after}, stopped=1
     )
 
 
@@ -311,7 +314,7 @@ def test_a_drain_evicts_one_pod_and_the_disruption_budget_refuses_a_second(insta
     uid = {pod: t.uid(pod) for pod in PODS}
     before = counts(session())
     service = service_address(t)
-    with Visitors(service) as visitors:
+    with ServiceVisitors(service, PODS) as visitors:
         until("20 answered visits", lambda: len(visitors.answered()) >= 20, timeout=60)
         t.note(f"two clients visit the Service ({service}); drain {where[first]}"
                f" ({first}), and while its pod is away, {where[second]} ({second})")  # fmt: skip
@@ -365,8 +368,9 @@ def test_a_drain_evicts_one_pod_and_the_disruption_budget_refuses_a_second(insta
     assert "1 node(s) were unschedulable" in why, why
     assert "2 node(s) didn't match PersistentVolume's node affinity" in why, why
     assert placement()[first] == where[first]
-    assert_every_visit_counted(visitors, before, after)
-    assert not visitors.failed(), visitors.summary()
+    assert_no_visit_failed_and_each_counted(
+        {"visitors": visitors, "before": before, "after": after}, stopped=1
+    )
 
 
 def test_without_the_pause_a_restart_is_faster_and_fails_visits(installed):
@@ -388,7 +392,7 @@ def test_a_lost_node_keeps_its_pod_out_of_the_service_and_makes_no_twin(installe
     uid = t.uid(pod)
     address = t.get("pod", pod)["status"]["podIP"]
     before = counts(session())
-    with Visitors(service_address(t)) as visitors:
+    with ServiceVisitors(service_address(t), PODS) as visitors:
         until("20 answered visits", lambda: len(visitors.answered()) >= 20, timeout=60)
         subprocess.run([*CLUSTER, "freeze", node], check=True, capture_output=True)
         frozen = time.time()
@@ -487,7 +491,7 @@ def recovered(installed) -> dict:
     generation = volume_generation(t, pod)
     refused = run(t, [*RECOVER, pod])
     before = counts(session())
-    with Visitors(service_address(t)) as visitors:
+    with ServiceVisitors(service_address(t), PODS) as visitors:
         until("20 answered visits", lambda: len(visitors.answered()) >= 20, timeout=60)
         frozen = freeze(t, node)
         recovery = run(t, [*RECOVER, pod])

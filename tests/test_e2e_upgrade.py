@@ -31,7 +31,7 @@ from support.cluster import Session, e2e_missing, until
 from support.manifests import k8s_copy, overlay_with_component
 from support.tools import APP_VERSION, ROOT
 from support.upgrades import PREVIOUS_VERSION, previous_release
-from support.visitors import Visitors, assert_every_visit_counted
+from support.visitors import ServiceVisitors, assert_every_visit_counted
 
 pytestmark = pytest.mark.e2e
 
@@ -174,7 +174,7 @@ class Counting:
         self.before = self.upgrade.counts(self.upgrade.session().quiet())
         self.uids = self.upgrade.uids()
         service = self.upgrade.get("service", "app-python")["spec"]["clusterIP"]
-        self.visitors = Visitors(service).__enter__()
+        self.visitors = ServiceVisitors(service, PODS).__enter__()
         until("20 answered visits", lambda: len(self.visitors.answered()) >= 20, timeout=60)
         return self
 
@@ -190,9 +190,12 @@ class Counting:
         return [pod for pod in PODS if now[pod] != self.uids[pod]]
 
     def check(self) -> None:
+        """No visit failed, each was counted, and every pod replaced closed a kept-alive
+        connection between visits (the client holds one to every pod)."""
         assert_every_visit_counted(self.visitors, self.before, self.after)
         assert not self.visitors.failed(), self.visitors.summary()
         assert self.visitors.answered("new") and self.visitors.answered("kept")
+        assert self.visitors.closed_by_server >= len(self.replaced()), self.visitors.summary()
 
 
 def all_on(image: str) -> dict[str, str]:

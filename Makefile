@@ -107,7 +107,8 @@ e2e: $(BIN)/activate image helm litestream-image moto-image
 	bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && bash e2e/cluster.sh load $(LITESTREAM_IMAGE) && bash e2e/cluster.sh load $(MOTO_IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/pytest -m e2e tests/test_e2e_nodes.py tests/test_e2e.py \
-	    tests/test_e2e_helm.py tests/test_e2e_backup.py tests/test_e2e_upgrade.py tests/test_e2e_ops.py \
+	    tests/test_e2e_helm.py tests/test_e2e_backup.py tests/test_e2e_perimeter.py \
+	    tests/test_e2e_upgrade.py tests/test_e2e_ops.py \
 	  && $(MAKE) cluster-recycle; \
 	status=$$?; bash e2e/cluster.sh down; exit $$status
 

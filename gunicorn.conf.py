@@ -6,7 +6,13 @@ The limits that keep a pod answering hostile clients are explained in visits_sit
 import gc
 import os
 
+from visits_site.settings import VISITS_BACKUP_METRICS_PORT, VISITS_BACKUP_METRICS_URL
+
 bind = ["0.0.0.0:8000"]
+if (
+    VISITS_BACKUP_METRICS_URL
+):  # the backup sidecar's metrics, relayed (visits_site/backup_metrics.py)
+    bind.append(f"0.0.0.0:{VISITS_BACKUP_METRICS_PORT}")
 chdir = os.path.dirname(os.path.abspath(__file__))
 # gevent workers (visits_site/server.py): slow or idle clients each hold a greenlet, not a
 # worker. Few workers: they all queue on SQLite's single writer, so more only add memory.

@@ -3,8 +3,8 @@
 # and run as plain processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 # one kube-proxy; per node a kubelet and its own containerd + runc with a bridge CNI, in the
 # node's own cgroups (so freezing them stops the whole node: kubelet, runtime, every container);
-# CoreDNS in the cluster. Nothing is pulled: the pause, CoreDNS and app images are built here
-# and imported.
+# CoreDNS in the cluster, and a NetworkPolicy agent that enforces policies (kube-network-policies).
+# Nothing is pulled: the pause, CoreDNS, agent and app images are built here and imported.
 #
 #   e2e/cluster.sh build   compile the binaries into .cluster/bin (Go caches are reused)
 #   e2e/cluster.sh up      build, start everything from a clean state, write .cluster/kubeconfig;
@@ -19,7 +19,8 @@
 #   e2e/cluster.sh dns-check IMAGE   a pod of IMAGE resolves a Service through CoreDNS
 #
 # Needs root. It touches only what it made: processes by the PIDs it recorded, the shims serving
-# its own containerd sockets, the iptables chains that were not there before `up`, everything
+# its own containerd sockets, the iptables chains that were not there before `up` (KUBE-*, CNI-*,
+# APP-PYTHON-*), everything
 # under .cluster/, /var/lib/app-python-cluster and /run/app-python-cluster, the cgroups
 # app-python-node-N, its network namespaces, the addresses 10.250.0.1 and 10.250.0.1N on lo and
 # the bridges cniN.
@@ -28,7 +29,7 @@ set -o errexit -o nounset -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$ROOT/e2e/go.mod")  # one source: go.mod
 # shellcheck source=scripts/versions.env
-source "$ROOT/scripts/versions.env"  # COREDNS_VERSION
+source "$ROOT/scripts/versions.env"  # COREDNS_VERSION (KUBE_NETWORK_POLICIES_VERSION: go-tool.sh)
 CONFIG=$ROOT/e2e/config     # the configuration files `up` fills in and applies
 DIR=$ROOT/.cluster
 BIN=$DIR/bin
@@ -45,8 +46,9 @@ SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
 # PersistentVolumes per node (a pod's volume can only be on its node): data-app-python-0..2 in
 # two namespaces (kustomize, Helm), 3 for the OrderedReady copy, 6 for the backup test (one
-# pod, its volume lost five times), one spare, in case every pod lands on one node.
-PV_COUNT=16
+# pod, its volume lost five times), 3 for the perimeter's (one lost once), one spare, in case
+# every pod lands on one node.
+PV_COUNT=18
 # The node that is never drained or lost: CoreDNS runs there.
 # shellcheck disable=SC2034  # read through ${DNS_NODE} in e2e/config/coredns.yaml
 DNS_NODE=node-1
@@ -114,6 +116,7 @@ build() {
   [[ -x $BIN/pause ]] || (cd "$ROOT/e2e" &&
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/pause" ./pause)
   cp -u "$BIN"/* "$cache/"
+  NETWORK_POLICIES=$(bash "$ROOT/scripts/go-tool.sh" kube-network-policies)  # cached on its own
   log "binaries in $BIN: $("$BIN/kube-apiserver" --version)"
 }
 
@@ -184,9 +187,11 @@ pki() {
 images() {  # the nodes' images, built with podman from binaries made here
   local context
   context=$(mktemp -d)
-  cp "$BIN/pause" "$BIN/coredns" "$context/"
+  cp "$BIN/pause" "$BIN/coredns" "$NETWORK_POLICIES" "$context/"
   podman build -q -f "$CONFIG/pause.Containerfile" -t localhost/pause:local "$context" >/dev/null
   podman build -q -f "$CONFIG/coredns.Containerfile" -t localhost/coredns:local "$context" >/dev/null
+  podman build -q -f "$CONFIG/network-policies.Containerfile" \
+    -t localhost/kube-network-policies:local "$context" >/dev/null
   rm -rf "$context"
 }
 
@@ -303,6 +308,7 @@ node_up() {  # the node's address, cgroups, containerd (with its images) and kub
   wait_for 30 "$NODE's containerd" ctr_ version
   load_into_node localhost/pause:local
   load_into_node localhost/coredns:local
+  load_into_node localhost/kube-network-policies:local
   # The node's own client identity (system:node:node-N): NodeRestriction holds each kubelet to
   # its own node and pods.
   config kubeadm.yaml >"$NODE_DIR/kubeadm.yaml"
@@ -314,11 +320,42 @@ node_up() {  # the node's address, cgroups, containerd (with its images) and kub
     --hostname-override "$NODE" --node-ip "$NODE_IP"
 }
 
-addons() {  # CoreDNS and the PersistentVolumes
-  log "CoreDNS, storage"
+addons() {  # the NetworkPolicy agent, CoreDNS and the PersistentVolumes
+  log "NetworkPolicy agent, CoreDNS, storage"
+  network_policies
   config coredns.yaml | kubectl apply -f - >/dev/null
   storage | kubectl apply -f - >/dev/null
+  # The e2e's pods meet Pod Security's restricted profile, or admission refuses them: here the
+  # default namespace (test_e2e.py's); support/cluster.py labels the tests' own.
+  kubectl label namespace default pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/enforce-version=latest --overwrite >/dev/null
   kubectl -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
+}
+
+network_policies() {  # kube-network-policies, then the packets it judges
+  config network-policies.yaml | kubectl apply -f - >/dev/null
+  kubectl -n kube-system rollout status deployment/kube-network-policies --timeout=120s >/dev/null
+  network_policies_queue
+}
+
+network_policies_queue() {
+  # The agent puts the first packet of every pod connection through an NFQUEUE with nftables'
+  # `queue` statement, which this kernel lacks (CONFIG_NFT_QUEUE unset: "No such file or
+  # directory" adding the rule, and the agent's own rules fail whole). iptables' NFQUEUE target
+  # is there: the same rules, as the agent makes them, in mangle's POSTROUTING (after
+  # kube-proxy's DNAT, before any SNAT, so both pod addresses are the real ones), for every
+  # pod address. Without --queue-bypass: while the agent does not answer, new pod connections
+  # wait, never pass unjudged. Root's own packets (the kubelet's probes, these tests) pass, as
+  # the agent lets them.
+  local chain=APP-PYTHON-NETWORK-POLICIES rule
+  iptables -t mangle -N "$chain" 2>/dev/null || iptables -t mangle -F "$chain"
+  iptables -t mangle -A "$chain" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+  iptables -t mangle -A "$chain" -m owner --uid-owner 0 -j RETURN
+  for rule in "-s $POD_CIDR" "-d $POD_CIDR"; do
+    # shellcheck disable=SC2086  # two words each
+    iptables -t mangle -A "$chain" $rule -j NFQUEUE --queue-num 100
+  done
+  iptables -t mangle -C POSTROUTING -j "$chain" 2>/dev/null || iptables -t mangle -A POSTROUTING -j "$chain"
 }
 
 storage() {  # a default StorageClass with static hostPath PersistentVolumes on every node
@@ -359,7 +396,7 @@ chains() {  # "TOOL TABLE CHAIN" for every KUBE-* and CNI-* chain there is now
   for tool in iptables ip6tables; do
     command -v "$tool" >/dev/null || continue
     for table in filter nat mangle; do
-      "$tool" -t "$table" -S 2>/dev/null | awk -v at="$tool $table" '/^-N (KUBE|CNI)-/{print at, $2}'
+      "$tool" -t "$table" -S 2>/dev/null | awk -v at="$tool $table" '/^-N (KUBE|CNI|APP-PYTHON)-/{print at, $2}'
     done
   done
 }
@@ -371,7 +408,8 @@ snapshot() {  # what was already there before `up`: never ours to remove
   netns_list >"$DIR/netns.before"
 }
 
-purge_chains() {  # the KUBE-*/CNI-* chains that appeared since `up` (kube-proxy's, CNI's), and jumps to them
+purge_chains() {  # the KUBE-*/CNI-*/APP-PYTHON-* chains that appeared since `up` (kube-proxy's,
+  # CNI's, the NetworkPolicy queue's), and jumps to them
   [[ -f $DIR/chains.before ]] || return 0
   local ours tool table chain rule status=0
   ours=$(chains | grep -vxF -f "$DIR/chains.before" || true)
@@ -487,7 +525,12 @@ down() {
 dns_check() {  # dns-check IMAGE: a new pod resolves the API server's Service through CoreDNS
   local image=$1 address
   kubectl delete pod dns-check --ignore-not-found --wait=true >/dev/null
+  # Restricted, as Pod Security admission asks in the default namespace (addons).
+  local restricted='{"spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "dns-check", "securityContext": {"allowPrivilegeEscalation": false,
+    "capabilities": {"drop": ["ALL"]}}}]}}'
   kubectl run dns-check --image="$image" --image-pull-policy=IfNotPresent --restart=Never \
+    --override-type=strategic --overrides="$restricted" \
     --command -- python -c 'import socket; print(socket.gethostbyname("kubernetes.default.svc.cluster.local"))' >/dev/null
   kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/dns-check --timeout=120s >/dev/null
   address=$(kubectl logs dns-check)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Helm and Litestream are not packaged for this machine: build one from the Go module proxy, once,
-# at the version scripts/versions.env names, and keep the binary outside the clone (like
-# e2e/cluster.sh's), so a fresh clone (CI's) reuses it. Prints the binary's path.
+# Helm, Litestream and the test cluster's NetworkPolicy agent are not packaged for this machine:
+# build one from the Go module proxy, once, at the version scripts/versions.env names, and keep
+# the binary outside the clone (like e2e/cluster.sh's), so a fresh clone (CI's) reuses it.
+# Prints the binary's path.
 #
-#   scripts/go-tool.sh helm|litestream
+#   scripts/go-tool.sh helm|litestream|kube-network-policies
 #
 # HELM=/path or LITESTREAM=/path uses that binary instead (the tests pass the one they found).
 set -o errexit -o nounset -o pipefail
@@ -24,13 +25,21 @@ case $name in
     ldflags="-X main.Version=$version"
     # It needs cgo (SQLite) and links libc dynamically.
     build+=(GOTOOLCHAIN="$LITESTREAM_GO_TOOLCHAIN" CGO_ENABLED=1) ;;
-  *) echo "scripts/go-tool.sh: no recipe for '$name' (helm, litestream)" >&2; exit 2 ;;
+  kube-network-policies)
+    # Static: it runs from a scratch image in the test cluster (e2e/cluster.sh).
+    version=$KUBE_NETWORK_POLICIES_VERSION minutes=2 package=sigs.k8s.io/kube-network-policies/cmd
+    ldflags="" build+=(CGO_ENABLED=0) ;;
+  *) echo "scripts/go-tool.sh: no recipe for '$name' (helm, litestream, kube-network-policies)" >&2
+     exit 2 ;;
 esac
 override=${name^^}
+override=${override//-/_}
 binary=${!override:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/$name-$version/$name}
 
 if [[ ! -x $binary ]]; then
   echo "[$name] building $name $version into ${binary%/*} (the first time: about $minutes minutes)" >&2
   "${build[@]}" GOBIN="${binary%/*}" go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
+  # go install names the binary after the package's last element ("cmd").
+  [[ ${package##*/} == "$name" ]] || mv "${binary%/*}/${package##*/}" "$binary"
 fi
 echo "$binary"

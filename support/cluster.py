@@ -40,9 +40,13 @@ class Session:
         self.prefix = prefix
         self.lines: list[str] = []
 
-    def kubectl(self, *args: str, check: bool = True, record: bool = True) -> str:
+    def kubectl(
+        self, *args: str, check: bool = True, record: bool = True, stdin: str | None = None
+    ) -> str:
         where = ["-n", self.namespace] if self.namespace else []
-        result = subprocess.run(["kubectl", *where, *args], capture_output=True, text=True)
+        result = subprocess.run(
+            ["kubectl", *where, *args], capture_output=True, text=True, input=stdin
+        )
         if record:
             self.lines.append(f"$ {shlex.join(['kubectl', *where, *args])}\n"
                               f"{result.stdout}{result.stderr}")  # fmt: skip
@@ -62,10 +66,11 @@ class Session:
         return json.loads(self.kubectl("get", *args, "-o", "json", record=False))
 
     def python(self, pod: str, code: str, *, container: str | None = None,
-               record: bool = True) -> str:  # fmt: skip
+               record: bool = True, args: list[str] = ()) -> str:  # fmt: skip
         """Run Python in a pod (the image has no curl): requests from inside the cluster."""
         chosen = ["-c", container] if container else []
-        return self.kubectl("exec", pod, *chosen, "--", "python", "-c", code, record=record)
+        return self.kubectl("exec", pod, *chosen, "--", "python", "-c", code, *args,
+                            record=record)  # fmt: skip
 
     def note(self, text: str) -> None:
         self.lines.append(f"# {text}\n")
@@ -104,6 +109,19 @@ class Session:
         text = self.kubectl(*cat)
         assert text == answer, (pod, text, answer)
         return int(text)
+
+
+# Pod Security admission: every namespace of the e2e refuses a pod that does not meet the
+# restricted profile (the chart's pods, its test pod and CronJobs, the tests' own clients).
+RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted",
+              "pod-security.kubernetes.io/enforce-version=latest")  # fmt: skip
+
+
+def namespace_create(t: "Session", name: str) -> None:
+    """The namespace `name`, made to enforce the restricted Pod Security profile (recorded in
+    t's transcript)."""
+    t.kubectl("create", "namespace", name)
+    t.kubectl("label", "namespace", name, *RESTRICTED)
 
 
 def e2e_missing() -> str | None:

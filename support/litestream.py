@@ -19,7 +19,14 @@ class Replicator:
     """One `litestream replicate` process for `database`, replicating to a file replica."""
 
     def __init__(
-        self, binary: Path, database: Path, replica: Path, log_path: Path, *, interval: str
+        self,
+        binary: Path,
+        database: Path,
+        replica: Path,
+        log_path: Path,
+        *,
+        interval: str,
+        metrics: str = "",
     ) -> None:
         self.binary = binary
         self.database = database
@@ -27,9 +34,12 @@ class Replicator:
         self.config = log_path.with_suffix(".yml")
         # monitor-interval: how often the WAL is copied into LTX files beside the database;
         # sync-interval: how often those are shipped to the replica. Both default to 1s.
+        # metrics: the address of Litestream's metrics (and Go's profiler), as the chart's
+        # 127.0.0.1:9091.
         self.config.write_text(
             "logging:\n  level: debug\n"
-            f"dbs:\n  - path: {database}\n    monitor-interval: {interval}\n"
+            + (f"addr: {metrics}\n" if metrics else "")
+            + f"dbs:\n  - path: {database}\n    monitor-interval: {interval}\n"
             f"    replica:\n      type: file\n      path: {replica}\n"
             f"      sync-interval: {interval}\n"
         )

@@ -451,18 +451,96 @@ def test_backup_render_passes_the_api_schemas_checkov_and_helm_lint(checker, tmp
     assert "0 chart(s) failed" in result.stdout, result.stdout
 
 
-def test_backup_on_the_sidecars_metrics_are_served_allowed_and_scraped():
+def test_backup_on_the_app_relays_the_sidecars_metrics_which_never_leave_loopback():
     objs = template(*BACKUP, "--set", "metrics.serviceMonitor.enabled=true")
     config = yaml.safe_load(objs[("ConfigMap", "app-python-litestream")]["data"]["litestream.yml"])
-    assert config["addr"] == ":9090"
-    sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]
-    assert sidecar["ports"] == [{"name": "backup-metrics", "containerPort": 9090}]
+    assert config["addr"] == "127.0.0.1:9091"  # with Go's profiler: the pod's loopback only
+    pod = statefulset(objs)["spec"]["template"]["spec"]
+    assert "ports" not in pod["initContainers"][1]
+    app = container(objs)
+    assert {"name": "backup-metrics", "containerPort": 9090} in app["ports"]
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    assert env["VISITS_BACKUP_METRICS_URL"] == "http://127.0.0.1:9091/metrics"
     headless = objs[("Service", "app-python-headless")]["spec"]["ports"]
     assert {"name": "backup-metrics", "port": 9090, "targetPort": "backup-metrics"} in headless
-    allowed = objs[("NetworkPolicy", "app-python")]["spec"]["ingress"][0]["ports"]
-    assert allowed == [{"port": "http"}, {"port": "backup-metrics"}]
+    rules = objs[("NetworkPolicy", "app-python")]["spec"]["ingress"]
+    assert rules == [{"ports": [{"port": "http"}]}, {"ports": [{"port": "backup-metrics"}]}]
     endpoints = objs[("ServiceMonitor", "app-python")]["spec"]["endpoints"]
     assert [endpoint["port"] for endpoint in endpoints] == ["http", "backup-metrics"]
+    # Without backup, no relay: the app listens on 8000 only.
+    plain = container(template())
+    assert [p["name"] for p in plain["ports"]] == ["http"]
+    assert "VISITS_BACKUP_METRICS_URL" not in {e["name"] for e in plain["env"]}
+
+
+CLOSED = [
+    "--set", "networkPolicy.allowExternal=false",
+    "--set", "networkPolicy.allowExternalEgress=false",
+    "--set", "networkPolicy.ingressNSMatchLabels.team=edge",
+    "--set", "networkPolicy.ingressNSPodMatchLabels.app=ingress",
+    "--set", "networkPolicy.metrics.allowExternal=false",
+    "--set", "networkPolicy.metrics.ingressNSPodMatchLabels.app=prometheus",
+    "--set-json", 'networkPolicy.extraEgress=[{"ports": [{"port": 443}]}]',
+    "--set-json", 'networkPolicy.extraIngress=[{"ports": [{"port": 9999}]}]',
+]  # fmt: skip
+PODS = {"app.kubernetes.io/name": "app-python", "app.kubernetes.io/instance": "app-python"}
+
+
+def test_a_closed_perimeter_admits_the_release_its_clients_ingress_and_monitoring_only():
+    spec = template(*BACKUP, *CLOSED)[("NetworkPolicy", "app-python")]["spec"]
+    http, metrics, extra = spec["ingress"]
+    assert http["ports"] == [{"port": "http"}]
+    assert http["from"] == [
+        {"podSelector": {"matchLabels": PODS}},
+        {"podSelector": {"matchLabels": {"app-python-client": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"team": "edge"}},
+         "podSelector": {"matchLabels": {"app": "ingress"}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "prometheus"}}},
+    ]  # fmt: skip
+    assert metrics == {
+        "ports": [{"port": "backup-metrics"}],
+        "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "prometheus"}}}],
+    }
+    assert extra == {"ports": [{"port": 9999}]}
+    dns, release, s3 = spec["egress"]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert release == {"to": [{"podSelector": {"matchLabels": PODS}}], "ports": [{"port": "http"}]}
+    assert s3 == {"ports": [{"port": 443}]}
+
+
+def test_a_closed_perimeter_without_monitoring_selectors_admits_no_one_to_the_metrics_port():
+    values = [*BACKUP, "--set", "networkPolicy.metrics.allowExternal=false"]
+    rules = template(*values)[("NetworkPolicy", "app-python")]["spec"]["ingress"]
+    assert rules == [{"ports": [{"port": "http"}]}]  # an empty selector would admit everyone
+    assert ("NetworkPolicy", "app-python") not in template("--set", "networkPolicy.enabled=false")
+
+
+def test_the_pods_the_closed_perimeter_admits_carry_the_client_label():
+    objs = template(*VERIFY)
+    test_pod = objs[("Pod", "app-python-test")]["metadata"]["labels"]
+    job = objs[("CronJob", "app-python-backup-verify")]["spec"]["jobTemplate"]["spec"]
+    assert test_pod["app-python-client"] == "true"
+    assert job["template"]["metadata"]["labels"]["app-python-client"] == "true"
+
+
+def test_the_allowed_hosts_are_the_services_names_never_every_service():
+    app = container(template("--set", "clusterDomain=example.internal"))
+    hosts = next(e["value"] for e in app["env"] if e["name"] == "DJANGO_ALLOWED_HOSTS").split(",")
+    assert hosts[:3] == ["$(POD_IP)", "localhost", "127.0.0.1"]
+    assert "app-python.$(POD_NAMESPACE).svc.example.internal" in hosts
+    assert ".app-python-headless.$(POD_NAMESPACE).svc.example.internal" in hosts
+    assert not [host for host in hosts if host in (".svc", ".svc.cluster.local", "*")]
+    namespace = next(e for e in app["env"] if e["name"] == "POD_NAMESPACE")
+    assert namespace["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    names = [e["name"] for e in app["env"]]  # defined before the value that names it
+    assert names.index("POD_NAMESPACE") < names.index("DJANGO_ALLOWED_HOSTS")
+
+
+def test_the_litestream_image_can_be_pinned_by_digest():
+    digest = "sha256:" + "a" * 64
+    objs = template(*BACKUP, "--set", f"backup.image.digest={digest}")
+    sidecar = statefulset(objs)["spec"]["template"]["spec"]["initContainers"][1]
+    assert sidecar["image"] == f"app-python-litestream:{VERSIONS['LITESTREAM_VERSION']}@{digest}"
 
 
 VERIFY = [*BACKUP, "--set", "backup.verify.enabled=true"]
@@ -482,8 +560,12 @@ def test_backup_verification_restores_and_checks_every_pods_replica():
     copy = "POD_NAME=$pod sh /etc/litestream/litestream.sh copy"
     assert script.startswith(f"for pod in app-python-0 app-python-1; do {copy}")
     (verify,) = pod["containers"]
-    assert verify["args"][:4] == ["python", "manage.py", "verify_replicas", "/scratch"]
-    assert verify["args"][4:6] == ["--pods", "app-python-0,app-python-1"]
+    assert verify["command"] == ["sh", "-c"]
+    assert "exec python manage.py verify_replicas /scratch --pods app-python-0,app-python-1" in (
+        verify["args"][0])  # fmt: skip
+    # Not the app's Secret: a key drawn for the run ($$ is Kubernetes' escape for $).
+    assert "secretRef" not in str(verify["envFrom"])
+    assert verify["args"][0].startswith("DJANGO_SECRET_KEY=$$(python -c 'import secrets;")
     claim = next(v for v in pod["volumes"] if v["name"] == "state")["persistentVolumeClaim"]
     assert ("PersistentVolumeClaim", claim["claimName"]) in objs
     # Its pods are not the app's: no Service, PDB or NetworkPolicy of the release selects them.

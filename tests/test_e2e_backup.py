@@ -22,6 +22,7 @@ from support.cluster import (
     BACKUP_VALUES,
     Session,
     e2e_missing,
+    namespace_create,
     pod_processes,
     replica,
     start_s3,
@@ -102,7 +103,7 @@ def lose_pod_and_volume(t: Session, *, graceful: bool) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def installed() -> Session:
     t = session()
-    Session().kubectl("create", "namespace", NAMESPACE)
+    namespace_create(t, NAMESPACE)
     start_s3(t)
     t.helm(*INSTALL)
     until(f"{POD} ready", lambda: ready(POD))

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from support.cluster import Session, e2e_missing, until
+from support.cluster import Session, e2e_missing, namespace_create, until
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ NAMESPACE = "app-python-helm"  # not the kustomize e2e's (default): same names, 
 RELEASE = "app-python"
 PODS = ["app-python-0", "app-python-1", "app-python-2"]
 SELECTOR = "app.kubernetes.io/name=app-python,app.kubernetes.io/instance=app-python"
-INSTALL = ("upgrade", "--install", RELEASE, "k8s/chart", "-n", NAMESPACE, "--create-namespace",
+INSTALL = ("upgrade", "--install", RELEASE, "k8s/chart", "-n", NAMESPACE,
            "-f", "k8s/chart/values-local.yaml")  # fmt: skip
 
 
@@ -63,6 +63,7 @@ def revisions() -> tuple[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def installed() -> Session:
     t = session()
+    namespace_create(t, NAMESPACE)
     t.helm(*INSTALL)
     wait_ready()
     return t

@@ -31,6 +31,7 @@ from support.cluster import (
     BUCKET,
     Session,
     e2e_missing,
+    namespace_create,
     pod_processes,
     replica,
     start_s3,
@@ -114,7 +115,7 @@ def failed_between(visitors: ServiceVisitors, start: float, end: float) -> list[
 def installed() -> Iterator[Session]:
     """The chart with its defaults and backup on (S3 on node-1)."""
     t = session()
-    Session().kubectl("create", "namespace", NAMESPACE)
+    namespace_create(t, NAMESPACE)
     start_s3(t)
     t.helm(*WITH_BACKUP)
     t.kubectl("rollout", "status", "statefulset/app-python", "--timeout=300s", record=False)
@@ -646,7 +647,8 @@ def test_a_strict_spread_makes_a_new_pod_wait_while_a_node_is_cordoned():
     values.write_text(yaml.safe_dump(SPREAD))
     t.kubectl("cordon", cordoned)
     try:
-        t.helm(*INSTALL, "-n", namespace, "--create-namespace", "-f", str(values))
+        namespace_create(t.quiet(), namespace)
+        t.helm(*INSTALL, "-n", namespace, "-f", str(values))
 
         def waiting() -> str | None:
             pods = t.get("pods", "-l", SELECTOR)["items"]

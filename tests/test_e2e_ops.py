@@ -22,6 +22,7 @@ from support.cluster import (
     S3,
     Session,
     e2e_missing,
+    namespace_create,
     s3_bucket,
     start_s3,
     until,
@@ -55,7 +56,7 @@ def session() -> Session:
 @pytest.fixture(scope="module")
 def installed() -> Session:
     t = session()
-    Session().kubectl("create", "namespace", NAMESPACE)
+    namespace_create(t, NAMESPACE)
     start_s3(t)
     t.helm("upgrade", "--install", "app-python", "k8s/chart", "-n", NAMESPACE, *VALUES)
     for pod in PODS:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.cluster import Session, e2e_missing, until
+from support.cluster import Session, e2e_missing, namespace_create, until
 from support.manifests import k8s_copy, overlay_with_component
 from support.tools import APP_VERSION, ROOT
 from support.upgrades import PREVIOUS_VERSION, previous_release
@@ -250,8 +250,9 @@ def helm_release(previous, tmp_path_factory) -> Iterator[Upgrade]:
     upgrade.enough_volumes()
     t = upgrade.session()
     chart = previous / "k8s" / "chart"
+    namespace_create(t, upgrade.namespace)
     t.helm("upgrade", "--install", "app-python", str(chart), "-n", upgrade.namespace,
-           "--create-namespace", "-f", str(chart / "values-local.yaml"))  # fmt: skip
+           "-f", str(chart / "values-local.yaml"))  # fmt: skip
     t.helm("list", "-n", upgrade.namespace)
     yield installed(upgrade, t)
     gone(upgrade)
@@ -305,7 +306,7 @@ def kustomize_deployment(kustomize_trees, tmp_path_factory) -> Iterator[Upgrade]
     upgrade = Upgrade("app-python-upgrade-kustomize", "upgrade-kustomize-", folder)
     upgrade.enough_volumes()
     t = upgrade.session()
-    Session().kubectl("create", "namespace", upgrade.namespace, check=False, record=False)
+    namespace_create(t.quiet(), upgrade.namespace)
     t.kubectl("apply", "-k", str(kustomize_trees["old"] / "overlays" / "local"))
     yield installed(upgrade, t)
     gone(upgrade)

@@ -236,11 +236,11 @@ def test_pdb_and_networkpolicy_select_the_pods_and_admit_only_the_app_port(rende
     assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]
     policy = objs[("NetworkPolicy", "app-python")]  # the chart adds one for its test pod
     assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
-    # Ingress only (the default without egress rules): egress stays open for DNS and peers.
-    assert policy["spec"].get("policyTypes", ["Ingress"]) == ["Ingress"]
-    assert "egress" not in policy["spec"]
-    ports = [port for rule in policy["spec"]["ingress"] for port in rule["ports"]]
-    assert ports == [{"port": "http"}]  # protocol: the default, TCP
+    # The defaults (networkPolicy.allowExternal, allowExternalEgress): the app's port from any
+    # pod, egress anywhere; no other port (tests/test_chart.py closes it).
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"] == [{}]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http"}]}]  # TCP, from anywhere
 
 
 @pytest.mark.parametrize("name", RENDERS)

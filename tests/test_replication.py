@@ -10,6 +10,7 @@ import pytest
 
 from support.clients import http_request
 from support.litestream import Replicator
+from support.servers import free_port
 from support.tools import LITESTREAM_MISSING, litestream_binary
 
 LITESTREAM = litestream_binary()
@@ -79,3 +80,44 @@ def test_the_replica_catches_up_with_every_visit_counted_under_load(
     assert replication.process.poll() is None, replication.log()[-3000:]
     assert "level=ERROR" not in replication.log()
     assert replication.stop() == 0
+
+
+def test_the_sidecars_metrics_are_relayed_on_their_own_port_and_its_profiler_is_not(
+    make_server, tmp_path
+):
+    """The chart's layout: Litestream's metrics (and Go's profiler) on loopback only; the app
+    answers GET /metrics on the backup-metrics port with them, and nothing else there
+    (visits_site/backup_metrics.py)."""
+    litestream_port, relay_port = free_port(), free_port()
+    server = (
+        make_server(
+            VISITS_BACKUP_METRICS_URL=f"http://127.0.0.1:{litestream_port}/metrics",
+            VISITS_BACKUP_METRICS_PORT=str(relay_port),
+            GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{relay_port}",
+        )
+        .start()
+        .wait_ready()
+    )
+    relay = http_request(relay_port, "/metrics")
+    assert relay[0] == 503 and b"did not answer" in relay[1], relay[:2]  # no sidecar yet
+    replication = Replicator(LITESTREAM, server.data_dir / "db.sqlite3", tmp_path / "replica",
+                             tmp_path / "litestream.log", interval="100ms",
+                             metrics=f"127.0.0.1:{litestream_port}").start()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while (relay := http_request(relay_port, "/metrics"))[0] != 200:
+            assert time.monotonic() < deadline, relay[:2]
+            time.sleep(0.1)
+        profiler = http_request(litestream_port, "/debug/pprof/")[0]
+        relayed_profiler = http_request(relay_port, "/debug/pprof/")
+        visit_there = http_request(relay_port, "/")[0]
+        app_metrics = http_request(server.port, "/metrics")[1]
+    finally:
+        replication.stop()
+    assert b"litestream_" in relay[1] and b"app_python_" not in relay[1]
+    assert relay[2].getheader("Content-Type").startswith("text/plain")
+    assert profiler == 200  # there, on loopback: what must not leave the pod
+    assert relayed_profiler[0] == 404 and b"only GET /metrics" in relayed_profiler[1]
+    assert visit_there == 404 and server.visits() == 0  # that port counts nothing
+    assert b"app_python_" in app_metrics and b"litestream_" not in app_metrics
+    assert http_request(server.port, "/healthz")[0] == 200

@@ -68,6 +68,11 @@ VISITS_PEERS = _env_list("VISITS_PEERS", "")
 VISITS_PEER_SERVICE = os.environ.get("VISITS_PEER_SERVICE", "")
 VISITS_PEER_PORT = int(os.environ.get("VISITS_PEER_PORT", "8000"))
 
+# With backup on, the sidecar's metrics, which Litestream serves on the pod's loopback only, are
+# relayed on this port of the app's (visits_site/backup_metrics.py); empty: no relay.
+VISITS_BACKUP_METRICS_URL = os.environ.get("VISITS_BACKUP_METRICS_URL", "")
+VISITS_BACKUP_METRICS_PORT = int(os.environ.get("VISITS_BACKUP_METRICS_PORT", "9090"))
+
 # Request bodies are read into memory up to this size, larger ones refused with 413
 # (visits_site/server.py); Django then never spools an upload to disk.
 VISITS_MAX_BODY_BYTES = int(os.environ.get("VISITS_MAX_BODY_BYTES", str(64 * 1024)))

@@ -145,10 +145,26 @@ API server answers quantities in canonical form (1024Mi comes back as 1Gi).
 {{- mulf (regexReplaceAll "[^0-9.]+$" $text "" | float64) (get $units (regexReplaceAll "^[0-9.]+" $text "")) }}
 {{- end }}
 
-{{/* Probes send Host: localhost; peers and clients use the Services' names. */}}
+{{/*
+Probes send Host: localhost; peers and clients use the Services' names, short or full
+(<name>.<namespace>.svc.<cluster domain>; a leading dot admits a pod's name under the headless
+one). Never a wildcard for every Service of the cluster. $(POD_NAMESPACE) is expanded by
+Kubernetes in the container's environment (statefulset.yaml), so a kustomize render works in any
+namespace.
+*/}}
 {{- define "app-python.allowedHosts" -}}
-{{- $fullname := include "app-python.fullname" . }}
-{{- default (printf "localhost,127.0.0.1,%s,.%s,.svc,.svc.cluster.local" $fullname (include "app-python.headless" .)) .Values.config.DJANGO_ALLOWED_HOSTS }}
+{{- $names := list }}
+{{- range $service := list (include "app-python.fullname" .) (printf ".%s" (include "app-python.headless" .)) }}
+{{- range $suffix := list "" ".$(POD_NAMESPACE)" ".$(POD_NAMESPACE).svc" (printf ".$(POD_NAMESPACE).svc.%s" $.Values.clusterDomain) }}
+{{- $names = append $names (print $service $suffix) }}
+{{- end }}
+{{- end }}
+{{- default (printf "localhost,127.0.0.1,%s" (join "," $names)) .Values.config.DJANGO_ALLOWED_HOSTS }}
+{{- end }}
+
+{{/* Litestream's own port for its metrics, on the pod's loopback only (the app relays them). */}}
+{{- define "app-python.litestreamMetricsPort" -}}
+9091
 {{- end }}
 
 {{/*
@@ -172,7 +188,8 @@ volumeMounts:
 {{- end }}
 
 {{- define "app-python.litestreamImage" -}}
-image: {{ printf "%s:%s" .Values.backup.image.repository .Values.backup.image.tag }}
+{{- $image := .Values.backup.image }}
+image: {{ printf "%s:%s%s" $image.repository $image.tag (ternary (printf "@%s" $image.digest) "" (not (empty $image.digest))) }}
 imagePullPolicy: {{ .Values.backup.image.pullPolicy }}
 {{- end }}
 
@@ -216,4 +233,27 @@ exited.
 {{/* Seconds Litestream's final sync may retry at its stop: its configuration's shutdown-sync-timeout. */}}
 {{- define "app-python.litestreamShutdownSync" -}}
 10
+{{- end }}
+
+{{/*
+A NetworkPolicy peer from Bitnami's pair of values (list NSMatchLabels NSPodMatchLabels): the
+namespaces with those labels (every namespace, if only pod labels are given) and, if given, only
+their pods with those labels. Nothing when both are empty: an empty selector would select all.
+*/}}
+{{- define "app-python.peerSelector" -}}
+{{- $namespaces := index . 0 }}
+{{- $pods := index . 1 }}
+{{- if or $namespaces $pods }}
+- namespaceSelector:
+    {{- if $namespaces }}
+    matchLabels:
+      {{- toYaml $namespaces | nindent 6 }}
+    {{- else }} {}
+    {{- end }}
+  {{- with $pods }}
+  podSelector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+{{- end }}
 {{- end }}

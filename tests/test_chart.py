@@ -110,6 +110,13 @@ def test_a_changed_setting_or_secret_rolls_the_pods():
     assert checksums()["checksum/secret"] != checksums(*admin)["checksum/secret"]
 
 
+def allowed_hosts(app: dict) -> list[str]:
+    """The app container's DJANGO_ALLOWED_HOSTS, as the app reads it (comma-separated, spaces
+    ignored)."""
+    value = next(e["value"] for e in app["env"] if e["name"] == "DJANGO_ALLOWED_HOSTS")
+    return [host.strip() for host in value.split(",") if host.strip()]
+
+
 @pytest.mark.parametrize(
     ("release", "fullname"),
     [("app-python", "app-python"), ("staging-app-python", "staging-app-python"),
@@ -125,19 +132,22 @@ def test_names_follow_the_release(release, fullname):
     assert sts["selector"]["matchLabels"]["app.kubernetes.io/instance"] == release
     config = objs[("ConfigMap", fullname)]["data"]
     assert config["VISITS_PEER_SERVICE"] == headless
-    assert {fullname, f".{headless}", "localhost"} <= set(config["DJANGO_ALLOWED_HOSTS"].split(","))
+    hosts = allowed_hosts(sts["template"]["spec"]["containers"][0])
+    assert {fullname, f".{headless}", "localhost"} <= set(hosts)
 
 
 def test_config_values_reach_the_configmap_and_win_over_the_charts():
-    config = template(
+    objs = template(
         "--set", "config.WEB_CONCURRENCY=4", "--set", "admin.username=root",
         "--set", "config.DJANGO_ALLOWED_HOSTS=visits.example.com",
         "--set", "config.VISITS_PEER_SERVICE=visits-peers",
-    )[("ConfigMap", "app-python")]["data"]  # fmt: skip
+    )  # fmt: skip
+    config = objs[("ConfigMap", "app-python")]["data"]
     assert config["WEB_CONCURRENCY"] == "4"
     assert config["VISITS_ADMIN_USERNAME"] == "root"
     assert config["DJANGO_ALLOWED_HOSTS"] == "visits.example.com"
     assert config["VISITS_PEER_SERVICE"] == "visits-peers"
+    assert allowed_hosts(container(objs)) == ["$(POD_IP)", "visits.example.com"]  # the pod's
 
 
 def test_topology_spread_values_get_the_pods_selector_unless_they_name_one():
@@ -209,7 +219,7 @@ def test_the_service_monitor_scrapes_every_pod_through_the_headless_service_only
     env = container(objs)["env"]
     names = [variable["name"] for variable in env]
     assert names.index("POD_IP") < names.index("DJANGO_ALLOWED_HOSTS")
-    hosts = next(v["value"] for v in env if v["name"] == "DJANGO_ALLOWED_HOSTS").split(",")
+    hosts = allowed_hosts(container(objs))
     assert hosts[0] == "$(POD_IP)" and "app-python" in hosts
 
 
@@ -366,8 +376,15 @@ def test_backup_on_restores_then_replicates_each_volume_to_its_own_generation():
     objs = template(*BACKUP)
     pod = statefulset(objs)["spec"]["template"]["spec"]
     restore, sidecar = pod["initContainers"]
-    assert [c["name"] for c in pod["containers"]] == ["app"]  # the app container is unchanged
-    assert container(objs) == container(template())
+    assert [c["name"] for c in pod["containers"]] == ["app"]
+    # The app container changes only by the relay of the sidecar's metrics.
+    app, plain = container(objs), container(template())
+    assert app["ports"] == [*plain["ports"], {"name": "backup-metrics", "containerPort": 9090}]
+    relay = {"name": "VISITS_BACKUP_METRICS_URL", "value": "http://127.0.0.1:9091/metrics"}
+    assert app["env"] == [*plain["env"], relay]
+    assert {k: v for k, v in app.items() if k not in ("ports", "env")} == {
+        k: v for k, v in plain.items() if k not in ("ports", "env")
+    }
     # Restore first (a plain init container), then the native sidecar: it starts before the app
     # and stops after it.
     assert restore["name"] == "litestream-restore" and "restartPolicy" not in restore
@@ -525,7 +542,7 @@ def test_the_pods_the_closed_perimeter_admits_carry_the_client_label():
 
 def test_the_allowed_hosts_are_the_services_names_never_every_service():
     app = container(template("--set", "clusterDomain=example.internal"))
-    hosts = next(e["value"] for e in app["env"] if e["name"] == "DJANGO_ALLOWED_HOSTS").split(",")
+    hosts = allowed_hosts(app)
     assert hosts[:3] == ["$(POD_IP)", "localhost", "127.0.0.1"]
     assert "app-python.$(POD_NAMESPACE).svc.example.internal" in hosts
     assert ".app-python-headless.$(POD_NAMESPACE).svc.example.internal" in hosts

@@ -135,7 +135,6 @@ def closed(tmp_path_factory) -> Iterator[dict]:
         "monitoring": helper_pod(
             Session(MONITORING), "prometheus", labels={"app.kubernetes.io/name": "prometheus"}
         ),  # fmt: skip
-        "pod": t.get("pod", PODS[0])["status"]["podIP"],
     }
     t.kubectl("get", "pods", "-o", "wide")
     t.save("install")
@@ -147,7 +146,8 @@ def closed(tmp_path_factory) -> Iterator[dict]:
 def probes(around: dict) -> dict[str, str]:
     """What each side gets, asked from its pod: the app through its Service, the backup metrics
     and Litestream's own port on a pod's address, a server outside the egress rules."""
-    pod, outsider = around["pod"], around["outsider"]
+    pod = session().get("pod", PODS[0])["status"]["podIP"]  # a new one after it lost its volume
+    outsider = around["outsider"]
     elsewhere, monitoring = Session(ELSEWHERE), Session(MONITORING)
     return {
         "outsider, the app": ask(elsewhere, "outsider", f"{SERVICE}/healthz"),
@@ -235,4 +235,4 @@ def test_without_the_policy_what_it_refused_goes_through(closed):
     assert answered(opened["outsider, backup metrics"]), opened
     assert answered(opened["app pod, a server elsewhere"]), opened
     # Litestream's own port stays shut: bound to the pod's loopback, not a policy's doing.
-    assert "ConnectionRefusedError" in opened["monitoring, Litestream"], opened
+    assert "Connection refused" in opened["monitoring, Litestream"], opened

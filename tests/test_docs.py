@@ -101,6 +101,16 @@ def anchors(doc: Path) -> set[str]:
     return found
 
 
+def test_every_transcript_is_quoted_in_the_docs():
+    """What a test run wrote is shown where a reader looks for it (the guide, the runbooks,
+    the security and testing pages)."""
+    quoted = "".join(doc.read_text() for doc in DOCS)
+    transcripts = sorted((ROOT / "docs" / "transcripts").glob("*.txt"))
+    assert len(transcripts) >= 40, len(transcripts)
+    missing = [path.name for path in transcripts if f"transcripts/{path.name}" not in quoted]
+    assert not missing, f"transcripts no doc quotes: {missing}"
+
+
 def test_every_relative_link_in_the_docs_leads_somewhere():
     checked, broken = 0, []
     for doc in DOCS:

@@ -9,12 +9,11 @@ import os
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import make_password
 
-from support.cluster import TRANSCRIPTS, Session, cluster_missing, until
+from support.cluster import Session, cluster_missing, until
 from support.manifests import COMPONENTS, k8s_copy, overlay_with_component
 from support.tools import ROOT
 
@@ -402,7 +401,38 @@ def test_the_admin_stays_logged_in_across_pods_through_the_service(deployed):
     assert len({pod for pod, _ in answers}) >= 2, answers
 
 
-def test_transcripts_are_where_the_guide_quotes_them():
-    guide = (ROOT / "docs" / "kubernetes.md").read_text()
-    for path in sorted(Path(TRANSCRIPTS).glob("e2e-*.txt")):
-        assert f"transcripts/{path.name}" in guide, f"{path.name} is not quoted in the guide"
+# Logins to one pod (by its name under the headless Service), from another: the answer's status.
+LOGINS = """
+import http.cookiejar, re, sys, urllib.error, urllib.parse, urllib.request
+base = 'http://app-python-1.app-python-headless:8000/admin/login/'
+for password in sys.argv[1:]:
+    jar = http.cookiejar.CookieJar()
+    web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = web.open(base).read().decode()
+    token = re.search('name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({'username': 'admin', 'password': password,
+                                   'csrfmiddlewaretoken': token, 'next': '/admin/'}).encode()
+    try:
+        answer = web.open(urllib.request.Request(base, data=form, headers={'Referer': base}))
+        print(answer.status, 'logged in' if 'Site administration' in answer.read().decode()
+              else 'refused')
+    except urllib.error.HTTPError as error:
+        print(error.code, error.headers.get('Retry-After', ''))
+"""
+UNLOCK = ("from counter.models import LoginFailures;"
+          " print(LoginFailures.objects.all().delete())")  # fmt: skip
+
+
+def test_a_locked_out_admin_logs_in_again_once_the_lockout_is_lifted(deployed):
+    """The runbook's lockout: ten wrong passwords lock the address out of one pod (the right
+    password too gets 429); the command lifts it, on that pod, and the admin logs in."""
+    t = Session()
+    t.note("ten wrong passwords, then the right one, from app-python-0 to app-python-1's admin")
+    locked = t.python("app-python-0", LOGINS, args=[*["wrong"] * 10, ADMIN_PASSWORD])
+    t.kubectl("exec", "app-python-1", "--", "python", "manage.py", "shell", "-c", UNLOCK)
+    again = t.python("app-python-0", LOGINS, args=[ADMIN_PASSWORD])
+    t.save("lockout")
+    answers = locked.splitlines()
+    assert answers[:10] == ["200 refused"] * 10, answers
+    assert answers[10].startswith("429 "), answers  # locked: the right password too
+    assert again.strip() == "200 logged in", again

@@ -23,6 +23,16 @@ READ_VISITS = (
 )
 
 
+def doc_figures(doc: str, name: str, text: str) -> None:
+    """What a run measured, written into the doc that quotes it (docs/DOC), between the markers
+    <!-- e2e:NAME:start --> and <!-- e2e:NAME:end -->: no figure is copied there by hand."""
+    path = ROOT / "docs" / doc
+    start, end = f"<!-- e2e:{name}:start -->", f"<!-- e2e:{name}:end -->"
+    page = path.read_text()
+    head, rest = page.split(start, 1)
+    path.write_text(f"{head}{start}\n{text.strip()}\n{end}{rest.split(end, 1)[1]}")
+
+
 def cluster_missing() -> str | None:
     """Why the e2e tests cannot run here, or None on the project's cluster."""
     if not os.environ.get("KUBECONFIG", "").endswith(".cluster/kubeconfig"):

@@ -101,6 +101,25 @@ def anchors(doc: Path) -> set[str]:
     return found
 
 
+# The sections of docs/kubernetes.md before it was split into the guide, the runbooks and the
+# chart's reference (1.2.0): a link to any of them still lands in the guide.
+GUIDE_SECTIONS_OF_1_2 = [
+    "deploy-on-any-cluster", "the-helm-chart", "verify", "https-with-an-ingress",
+    "snapshots-of-a-pods-count", "continuous-backup-with-litestream",
+    "replica-generations-a-fence-against-a-stale-pod", "the-database-under-a-careless-operator",
+    "hostile-clients-and-the-probes", "why-no-ordering-guarantees", "update-strategies",
+    "zero-downtime-operations", "upgrades-and-rollbacks", "storage-and-the-pvc-retention-policy",
+    "proof-on-a-real-cluster", "several-nodes-spread-drains-and-a-lost-node",
+    "a-lost-node-the-runbook", "the-projects-own-cluster", "clean-up", "alerts",
+    "verified-backups",
+]  # fmt: skip
+
+
+def test_every_section_of_the_guide_before_its_split_still_resolves():
+    missing = set(GUIDE_SECTIONS_OF_1_2) - anchors(ROOT / "docs" / "kubernetes.md")
+    assert not missing, missing
+
+
 def test_every_transcript_is_quoted_in_the_docs():
     """What a test run wrote is shown where a reader looks for it (the guide, the runbooks,
     the security and testing pages)."""

@@ -30,6 +30,7 @@ from support.cluster import (
     BACKUP_VALUES,
     BUCKET,
     Session,
+    doc_figures,
     e2e_missing,
     namespace_create,
     pod_processes,
@@ -436,6 +437,13 @@ def test_a_lost_node_keeps_its_pod_out_of_the_service_and_makes_no_twin(installe
            f" sent until {PROPAGATION:g} s after that failed ({errors}), {len(failed_after)}"
            f" sent later; {len(counted_after)} answered by the other pods meanwhile")  # fmt: skip
     t.save("lost")
+    doc_figures("runbooks.md", "lost-node", (
+        f"In the last run ([e2e-nodes-lost.txt](transcripts/e2e-nodes-lost.txt)) the node was"
+        f" NotReady {marks['not ready'] - frozen:.0f} s after it froze and its pod out of the"
+        f" Service {gone_at - frozen:.0f} s after; {len(in_between)} visits sent until then (and"
+        f" {PROPAGATION:g} s more, for kube-proxy) failed, each after the client's 2 s timeout,"
+        f" {len(failed_after)} later; the other pods answered {len(counted_after)} meanwhile."
+    ))  # fmt: skip
     assert all(found == [uid] for found in twins), twins
     assert t.uid(pod) == uid
     assert counted_after and not failed_after, failed_after
@@ -520,6 +528,12 @@ def recovered(installed) -> dict:
            f" {facts['seconds'] or 0:.2f} s of counting; from the freeze to the recovered pod:"
            f" {done - frozen:.0f} s; {visitors.summary()}")  # fmt: skip
     t.save("recover")
+    doc_figures("runbooks.md", "recovery", (
+        f"In the last run ([e2e-nodes-recover.txt](transcripts/e2e-nodes-recover.txt)):"
+        f" {facts['lost']} acknowledged visits lost, the last {facts['seconds'] or 0:.1f} s of"
+        f" counting, and {done - frozen:.0f} s from the node's freeze to the pod counting again"
+        f" on another node."
+    ))  # fmt: skip
     return facts
 
 

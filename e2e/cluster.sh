@@ -340,14 +340,20 @@ network_policies() {  # kube-network-policies, then the packets it judges
 
 network_policies_queue() {
   # The agent puts the first packet of every pod connection through an NFQUEUE with nftables'
-  # `queue` statement, which this kernel lacks (CONFIG_NFT_QUEUE unset: "No such file or
-  # directory" adding the rule, and the agent's own rules fail whole). iptables' NFQUEUE target
-  # is there: the same rules, as the agent makes them, in mangle's POSTROUTING (after
-  # kube-proxy's DNAT, before any SNAT, so both pod addresses are the real ones), for every
-  # pod address. Without --queue-bypass: while the agent does not answer, new pod connections
-  # wait, never pass unjudged. Root's own packets (the kubelet's probes, these tests) pass, as
-  # the agent lets them.
+  # `queue` statement, in a table of its own. A kernel built without it (CONFIG_NFT_QUEUE
+  # unset) refuses the rule ("No such file or directory") and with it the agent's whole table;
+  # iptables' NFQUEUE target then does the same: the agent's rules, in mangle's POSTROUTING
+  # (after kube-proxy's DNAT, before any SNAT, so both pod addresses are the real ones), for
+  # every pod address. Without --queue-bypass: while the agent does not answer, new pod
+  # connections wait, never pass unjudged. Root's own packets (the kubelet's probes, these
+  # tests) pass, as the agent lets them.
   local chain=APP-PYTHON-NETWORK-POLICIES rule
+  sleep 2  # the agent's first sync, right after its start
+  if nft list table inet kube-network-policies >/dev/null 2>&1; then
+    log "NetworkPolicy agent: its own nftables rules"
+    return
+  fi
+  log "NetworkPolicy agent: this kernel has no nftables queue; its rules made with iptables"
   iptables -t mangle -N "$chain" 2>/dev/null || iptables -t mangle -F "$chain"
   iptables -t mangle -A "$chain" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
   iptables -t mangle -A "$chain" -m owner --uid-owner 0 -j RETURN

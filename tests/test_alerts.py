@@ -1,7 +1,7 @@
 """The chart's alert rules (metrics.prometheusRule), proven with promtool: `promtool check
 rules` on their render, and `promtool test rules` (tests/alerts/app-python.test.yaml) with series
 that fire each alert and series that do not. Each alert has its runbook line in
-docs/kubernetes.md."""
+docs/runbooks.md, "When an alert fires"."""
 
 import re
 import shutil
@@ -89,7 +89,7 @@ def test_every_alert_fires_on_its_series_and_not_on_others(tmp_path):
 
 
 def test_every_alert_has_a_runbook_line():
-    guide = (ROOT / "docs" / "kubernetes.md").read_text()
-    section = guide.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text()
+    section = runbooks.split("\n## When an alert fires\n", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(AppPython\w+)` \|", section, re.M))
     assert documented == set(alert_names(rules(*EVERY_RULE)))

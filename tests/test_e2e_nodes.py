@@ -510,16 +510,18 @@ def recovered(installed) -> dict:
               timeout=60)  # fmt: skip
     after = counts(t)
     t.kubectl("get", "pods", "-o", "wide")
-    old = [(v.sent, v.total) for v in visitors.answered() if v.pod == pod and v.sent <= frozen]
+    # In the pod's order (its totals): the two clients' visits are listed as they were answered.
+    old = sorted(((v.sent, v.total) for v in visitors.answered()
+                  if v.pod == pod and v.sent <= frozen), key=lambda visit: visit[1])  # fmt: skip
     new = [v.total for v in visitors.answered() if v.pod == pod and v.sent > frozen]
     last_at, last_total = old[-1]
-    restored = min(new) - 1  # the client is the only visitor: its first visit there is restored + 1
-    kept = [at for at, total in old if total <= restored]
+    restored = min(new) - 1  # the only visitors: their first visit there is restored + 1
+    kept = [at for at, total in old if total <= restored]  # the lost ones: sent after these
     facts = {
         "pod": pod, "node": node, "uid": uid, "generation": generation, "refused": refused,
         "recovery": recovery, "before": before, "after": after, "visitors": visitors,
         "restored": restored, "last acknowledged": last_total, "lost": last_total - restored,
-        "seconds": last_at - kept[-1] if kept else None,
+        "seconds": last_at - max(kept) if kept else None,
         "last before the freeze": frozen - last_at, "recovery took": done - frozen,
     }  # fmt: skip
     t.note(f"{pod}'s last acknowledged visit before the freeze: total {last_total},"

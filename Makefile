@@ -20,7 +20,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: help run password-hash test test-unit lint lock format clean image docs podman-setup base-image demo manifests bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply litestream litestream-image moto-image
+.PHONY: help run password-hash test test-unit lint lock format clean image docs podman-setup base-image demo manifests chart-readme bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply litestream litestream-image moto-image
 
 # The first target, so plain `make` runs it: each target's `## ` comment is its line here.
 help:  ## this list (the default goal)
@@ -67,6 +67,11 @@ test-unit: $(BIN)/activate  ## the unit tests (counter/tests/): quick, no server
 # semantic tests, helm lint, the chart's schema refusals.
 manifests: $(BIN)/activate .venv-checks/bin/activate  ## the chart and kustomizations, rendered and checked offline
 	$(BIN)/pytest -m manifests tests/test_manifests.py tests/test_chart.py
+
+# Bitnami's readme-generator-for-helm from npm, installed once outside the clone; it refuses a
+# value without a description. Run after editing values.yaml (tests/test_chart_readme.py).
+chart-readme:  ## k8s/chart/README.md from the comments of values.yaml
+	bash scripts/chart-readme.sh
 
 # Cached outside the clone (~/.cache/app-python/).
 helm:  ## Helm v4, built from the Go module proxy once

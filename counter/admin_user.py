@@ -17,9 +17,9 @@ def admin_user_ensure(*, username: str, password_hash: str = "", password: str =
             identify_hasher(password_hash)
         except ValueError as error:
             raise AdminUserError(
-                "VISITS_ADMIN_PASSWORD_HASH is not a Django password hash; make one with:"
-                ' python manage.py shell -c "from django.contrib.auth.hashers import'
-                ' make_password; print(make_password(input()))"'
+                "VISITS_ADMIN_PASSWORD_HASH is not a Django password hash; make one with"
+                " `make password-hash` (or `python manage.py password_hash`), and single-quote"
+                " it on a shell command line: its $ signs must reach the app as they are"
             ) from error
     elif not password:
         return "no admin password configured: admin user left as it is"

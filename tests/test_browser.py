@@ -8,7 +8,8 @@ import pytest
 from django.contrib.auth.hashers import make_password
 
 from support.clients import http_request
-from support.tools import ROOT
+from support.contrast import contrasts
+from support.tools import APP_VERSION, ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -70,6 +71,24 @@ def screenshot(page, name: str, *, for_readme: bool = False) -> None:
         shutil.copy(ARTIFACTS / name, SCREENSHOTS / name)
 
 
+def assert_contrast_in_both_schemes(page, name: str) -> None:
+    """WCAG AA for everything the page shows, in the light and in the dark color scheme (the
+    pages follow the system's: `color-scheme: light dark`); a screenshot of each in artifacts/.
+    The page is left in the light scheme, which the README's screenshots show."""
+    failures = []
+    for scheme in ("dark", "light"):
+        page.emulate_media(color_scheme=scheme)
+        measured = contrasts(page)
+        assert len(measured) >= 5, f"{scheme}: only {measured} measured"
+        failures += [
+            f"{scheme}: {what} {ratio:.2f}:1, below {minimum}:1"
+            for what, ratio, minimum in measured
+            if ratio < minimum
+        ]
+        screenshot(page, f"{name}-{scheme}.png")
+    assert not failures, "\n".join(failures)
+
+
 def url(server, path: str) -> str:
     return f"http://127.0.0.1:{server.port}{path}"
 
@@ -89,6 +108,8 @@ def test_home_page_counts_on_reload_and_draws_the_chart(make_server, page, csp_v
     assert today["height"] > 50 and today["width"] > 5  # drawn, scaled to the busiest day
     assert server.visits() == 3
     assert page.evaluate("getComputedStyle(document.body).display") == "grid", "style blocked"
+    assert page.text_content("footer") == f"app-python {APP_VERSION}"
+    assert_contrast_in_both_schemes(page, "home")
     assert csp_violations == []
     screenshot(page, "home.png", for_readme=True)
 
@@ -103,13 +124,20 @@ def test_admin_has_its_css_and_the_login_holds_on_another_process(
     page.goto(url(pod0, "/admin/login/"))
     header = page.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor")
     assert header not in ("rgba(0, 0, 0, 0)", "transparent"), "admin CSS did not load"
+    assert_contrast_in_both_schemes(page, "admin-login")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "s3cret-pass")
     page.click("input[type=submit]")
     page.wait_for_url(url(pod0, "/admin/"))
     assert "Site administration" in page.text_content("#content")
     assert "pod app-python-0" in page.text_content("#site-name")
+    assert_contrast_in_both_schemes(page, "admin")
     screenshot(page, "admin.png")
+    # Passwords come from the environment: the header's link says so, and offers no form.
+    page.click("#user-tools >> text=Change password")
+    assert "Passwords are not changed here" in page.text_content("#content")
+    assert page.locator("#content form").count() == 0
+    assert_contrast_in_both_schemes(page, "admin-password")
     # The next request is answered by another process of the same "StatefulSet".
     page.goto(url(pod1, "/admin/counter/dailyvisits/"))
     assert page.url == url(pod1, "/admin/counter/dailyvisits/")
@@ -136,6 +164,8 @@ def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page,
     assert page.text_content("#total") == "20"
     assert page.text_content("#reachable") == "3/3"
     assert page.text_content("[data-pod=app-python-2]") == "app-python-2: 10 visits"
+    assert page.text_content("footer") == f"app-python {APP_VERSION}"
+    assert_contrast_in_both_schemes(page, "cluster")
     screenshot(page, "cluster.png", for_readme=True)
 
     pods[2].stop()
@@ -147,5 +177,6 @@ def test_cluster_page_shows_every_pod_and_marks_a_stopped_one(make_server, page,
     assert stopped.endswith("unreachable (refused)")
     assert page.text_content("#total") == "10"
     assert page.locator("svg.chart rect.down").count() == 1
+    assert_contrast_in_both_schemes(page, "cluster-one-down")
     assert csp_violations == []
     screenshot(page, "cluster-one-down.png")

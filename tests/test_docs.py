@@ -11,7 +11,12 @@ from pathlib import Path
 
 from support.tools import ROOT
 
-DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "CHANGELOG.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "k8s" / "chart" / "README.md",
+]
 # Wherever the test modules live under these folders (counter/tests/, tests/, or packages
 # that replace them), a test keeps its name.
 TEST_FOLDERS = [ROOT / "counter", ROOT / "tests"]

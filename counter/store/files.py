@@ -53,6 +53,35 @@ def database_files(database: Path | str) -> list[str]:
     return [f"{database}{suffix}" for suffix in DATABASE_SUFFIXES]
 
 
+def data_file_of(path: Path) -> str | None:
+    """What `path` is of the data directory, with symlinks followed and hard links and bind
+    mounts found: "the live database /app/data/db.sqlite3", "in the data directory /app/data",
+    ...; None for a path that is none of it (what an operator may overwrite)."""
+    directory, target = data_dir().resolve(), path.resolve()
+    whats = ["the live database", "the live database's WAL", "the live database's index"]
+    named = dict(zip(database_files(database_path()), whats, strict=True))
+    named[str(data_path(VISITS_FILE))] = "the visits file"
+    for name, what in named.items():
+        if Path(name).resolve() == target or _same_file(name, target):
+            return f"{what} {name}"
+    if target == directory or _same_file(target, directory):
+        return f"the data directory {directory}"
+    if any(_same_file(parent, directory) for parent in target.parents):
+        return f"in the data directory {directory}"
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            if _same_file(entry, target):
+                return f"a hard link to {entry}"
+    return None
+
+
+def _same_file(a: Path | str, b: Path | str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing
+        return False
+
+
 def database_aside(kind: str) -> Path:
     """Where a copy of the database is kept aside: `db.sqlite3.<kind>-<UTC time>`."""
     database = database_path()

@@ -30,8 +30,17 @@ ANSWER_WITHIN = 1.3  # the page does not wait longer than this for the slowest p
 CACHE_SECONDS = 2.0
 MAX_BODY = 4096
 
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A peer that answers a redirect gives a bad answer: followed, it could send the fan-out
+    to any address this pod reaches (another Service, a cloud's metadata endpoint)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # urllib then raises HTTPError with the redirect's status
+
+
 # Peers answer with their own URL's host, or the Service name, which DJANGO_ALLOWED_HOSTS allows.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 
 
 @dataclass(frozen=True)

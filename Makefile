@@ -127,11 +127,14 @@ cluster-recycle:  ## the cluster down, up clean again, a new pod's DNS checked
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
-# ruff, and the migration rule: within a major version migrations only add (django-migration-linter).
-lint: $(BIN)/activate  ## ruff (lint, format) and the project's own checks
+# ruff, the migration rule: within a major version migrations only add (django-migration-linter),
+# and every pin the newest patch release of its series on the package index and the Go module
+# proxy (scripts/pins_current.py; skipped with one line when they cannot be reached).
+lint: $(BIN)/activate  ## ruff (lint, format), the project's own checks, pins current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
+	$(BIN)/python scripts/pins_current.py
 
 format: $(BIN)/activate  ## ruff's fixes and formatting, applied
 	$(BIN)/ruff check --fix .

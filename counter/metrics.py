@@ -70,6 +70,7 @@ PASSWORD_CHECKS_WAITING = Gauge(
 BODY_TOO_LARGE = "body_too_large"  # 413, visits_site/server.py
 BODY_TOO_SLOW = "body_too_slow"  # 408, visits_site/server.py
 TOO_MANY_CONNECTIONS = "too_many_connections"  # 503, visits_site/server.py
+ANSWER_NOT_TAKEN = "answer_not_taken"  # connection closed mid-answer, visits_site/server.py
 LOGIN_LOCKED = "login_locked"  # 429, counter/middleware.py
 PASSWORD_CHECKS_BUSY = "password_checks_busy"  # 503, counter/middleware.py
 

@@ -11,7 +11,12 @@ them, as they did with sync and gthread workers (docs/performance.md). The limit
   plus one second per BODY_RATE bytes, else 408. Either way the connection is then closed.
   Bodies are read here, into memory, so Django never waits on a client and never spools to disk;
 - a worker holds at most `worker_connections` (1000) connections: one more gets 503 and is
-  closed at once, instead of waiting unanswered in the listen queue.
+  closed at once, instead of waiting unanswered in the listen queue;
+- a client must take its answer within SEND_TIMEOUT seconds (a file's, each part of it), else
+  the connection is closed: one that never reads would hold its connection for ever.
+
+A request whose target names a host (absolute form, `GET http://name/ HTTP/1.1`) is checked
+against ALLOWED_HOSTS by that host, not by its Host header (AbsoluteFormHost).
 
 No Django import here (counter.metrics needs no set-up): gunicorn's master loads the worker
 class.
@@ -23,6 +28,7 @@ import io
 import logging
 import socket
 import time
+import urllib.parse
 
 import gevent
 from gunicorn.workers import ggevent
@@ -34,6 +40,7 @@ logger = logging.getLogger("visits_site.server")
 
 BODY_GRACE = 10.0  # seconds any body gets
 BODY_RATE = 8192  # bytes per second a larger body must keep up on average
+SEND_TIMEOUT = 30.0  # seconds a client has to take its answer
 _REFUSE_ROOM = 100  # connections beyond the cap that can still be answered 503
 _NEXT_LOOP_TURN = 1e-6  # seconds: any delay above 0 waits for the loop's next poll
 _BUSY = (
@@ -52,6 +59,7 @@ class Worker(ggevent.GeventWorker):
         super().__init__(*args, **kwargs)
         self.open_connections = 0
         self.refused_logged_at = 0.0
+        self.not_taken_logged_at = 0.0
         # The connection pool gets room beyond the cap, so refusals are answered too.
         self.worker_connections = self.cfg.worker_connections + _REFUSE_ROOM
         self.shares = connection_shares()
@@ -117,11 +125,39 @@ class Worker(ggevent.GeventWorker):
         waiting runs that queue for tens of callbacks before it polls, so the connections that
         need the poll (a new one, one whose request just arrived) wait for hundreds of
         milliseconds under load (docs/performance.md, "Latency under load")."""
-        result = super().handle_request(listener_name, req, sock, addr)
+        sock.settimeout(SEND_TIMEOUT)  # the head's wait is keepalive's, the body's its own
+        try:
+            result = super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:  # gunicorn would log it with a traceback, as a socket error
+            metrics.refusal_count(metrics.ANSWER_NOT_TAKEN)
+            if time.monotonic() - self.not_taken_logged_at > 10:  # one line per 10 s at most
+                self.not_taken_logged_at = time.monotonic()
+                self.log.warning(
+                    "closed the connection of %s: it took no part of its answer for %.0f s",
+                    addr[0] if isinstance(addr, tuple) else addr,
+                    SEND_TIMEOUT,
+                )
+            raise StopIteration from None  # gunicorn closes the connection, quietly
         if self.slot is not None:
             self.shares.served[self.slot] += 1
         gevent.sleep(_NEXT_LOOP_TURN)
         return result
+
+
+class AbsoluteFormHost:
+    """WSGI middleware: the host of a request whose target is in absolute form (`GET
+    http://name/ HTTP/1.1`) is the target's, and its Host header is ignored (RFC 9112, 3.2.2).
+    gunicorn passes the Host header on as it came, so a target naming another authority was
+    answered, and counted, as if it named this one; now ALLOWED_HOSTS judges the target's."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response):
+        target = environ.get("RAW_URI", "")
+        if "://" in target:
+            environ["HTTP_HOST"] = urllib.parse.urlsplit(target).netloc
+        return self.app(environ, start_response)
 
 
 class BodyTooSlowError(Exception):

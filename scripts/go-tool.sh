@@ -24,7 +24,9 @@ case $name in
     version=$LITESTREAM_VERSION minutes=4 package=github.com/benbjohnson/litestream/cmd/litestream
     ldflags="-X main.Version=$version"
     # It needs cgo (SQLite) and links libc dynamically.
-    build+=(GOTOOLCHAIN="$LITESTREAM_GO_TOOLCHAIN" CGO_ENABLED=1) ;;
+    build+=(GOTOOLCHAIN="$LITESTREAM_GO_TOOLCHAIN" CGO_ENABLED=1)
+    # Kept per toolchain too: a newer Go's fixes reach a binary built before.
+    build_id=$version-$LITESTREAM_GO_TOOLCHAIN ;;
   kube-network-policies)
     # Static: it runs from a scratch image in the test cluster (e2e/cluster.sh).
     version=$KUBE_NETWORK_POLICIES_VERSION minutes=2 package=sigs.k8s.io/kube-network-policies/cmd
@@ -34,7 +36,7 @@ case $name in
 esac
 override=${name^^}
 override=${override//-/_}
-binary=${!override:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/$name-$version/$name}
+binary=${!override:-${XDG_CACHE_HOME:-$HOME/.cache}/app-python/$name-${build_id:-$version}/$name}
 
 if [[ ! -x $binary ]]; then
   echo "[$name] building $name $version into ${binary%/*} (the first time: about $minutes minutes)" >&2

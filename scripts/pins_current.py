@@ -47,6 +47,15 @@ GO_MODULES = {
     "GOVULNCHECK_VERSION": "golang.org/x/vuln",
 }
 NOT_MODULES = {"PREVIOUS_VERSION"}  # this app's previous release (tests/test_e2e_upgrade.py)
+# Pins another pin of the same lock holds back, by requiring that version exactly or at most:
+# (lock file, package) -> the holder's pin. A hold lapses when the holder's pin changes, and
+# one no longer needed fails too: the list only ever says what is true of the locks.
+HELD = {
+    ("requirements-checks.lock", "asteval"): "checkov==3.3.30",  # asteval==1.0.6
+    ("requirements-checks.lock", "boto3"): "checkov==3.3.30",  # boto3==1.35.49
+    ("requirements-checks.lock", "dpath"): "checkov==3.3.30",  # dpath==2.1.3
+    ("requirements-checks.lock", "schema"): "checkov==3.3.30",  # schema<=0.7.5
+}
 TOOLCHAIN = "golang.org/toolchain"  # its versions: v0.0.1-go1.27.3.linux-amd64, ...
 TIMEOUT = 10  # seconds for each request, and for `go list`
 JSON_API = "application/vnd.pypi.simple.v1+json"
@@ -187,7 +196,7 @@ def python_check(root: Path) -> tuple[list[str], str]:
     """The pins behind, and a line saying what was checked (or skipped)."""
     index = Index(os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple"))
     pins = python_pins(root)
-    behind, unreachable = [], {}
+    behind, unreachable, held = [], {}, 0
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = {
             pool.submit(
@@ -207,7 +216,24 @@ def python_check(root: Path) -> tuple[list[str], str]:
                 continue
             for file, (pinned, python) in sorted(pins[package].items()):
                 newest = newest_installable(releases, pinned, python)
-                if newest is not None:
+                holder = HELD.get((file, package))
+                if holder is not None:
+                    name, _, version = holder.partition("==")
+                    if pins.get(name, {}).get(file, ("",))[0] != version:
+                        behind.append(
+                            f"{file}: {package} {pinned} is held back for {holder}, which it"
+                            " no longer pins: lock the newest release of its series if it can"
+                            " be now, and update HELD in scripts/pins_current.py"
+                        )
+                    elif newest is None:
+                        behind.append(
+                            f"{file}: {package} {pinned} is held back for {holder}, yet it is"
+                            " the newest of its series: remove it from HELD in"
+                            " scripts/pins_current.py"
+                        )
+                    else:
+                        held += 1
+                elif newest is not None:
                     behind.append(
                         f"{file}: {package} {pinned} is behind {newest}, the newest"
                         f" {'.'.join(map(str, series(newest)))}.x release on the index"
@@ -216,6 +242,8 @@ def python_check(root: Path) -> tuple[list[str], str]:
         reason = next(iter(unreachable.values()), "no pins")
         return behind, f"skipped the Python pins: {index.url} cannot be reached ({reason})"
     checked = f"{len(pins) - len(unreachable)} Python packages checked against {index.url}"
+    if held:
+        checked += f" ({held} held back by another pin, as HELD says)"
     if unreachable:
         checked += f"; not reached for {', '.join(sorted(unreachable))}"
     return behind, checked

@@ -39,7 +39,8 @@ LITESTREAM_MISSING = (
 
 def litestream_binary() -> str | None:
     """The pinned Litestream only: the benchmark reports its version with its figures."""
-    return _built("litestream", VERSIONS["LITESTREAM_VERSION"])
+    version = f"{VERSIONS['LITESTREAM_VERSION']}-{VERSIONS['LITESTREAM_GO_TOOLCHAIN']}"
+    return _built("litestream", version)  # as scripts/go-tool.sh keeps it
 
 
 def checker_binary(name: str) -> str | None:

@@ -93,16 +93,18 @@ CURRENT = {  # every pin of LOCK and VERSIONS_ENV the newest of its series
 
 @pytest.fixture
 def check(tmp_path):
-    """check(pages, lock, versions_env, index=, proxy=) -> the script's run on a checkout with
-    that lock file and versions.env, asking a stand-in that serves `pages`."""
+    """check(pages, locks, versions_env, index=, proxy=) -> the script's run on a checkout with
+    those lock files ({name: text}) and versions.env, asking a stand-in that serves `pages`."""
     if shutil.which("go") is None:
         pytest.skip("no go command: the Go module half of the check needs it")
     stand_ins = []
 
-    def run(pages, lock=LOCK, versions_env=VERSIONS_ENV, *, index=None, proxy=None):
+    def run(pages, locks=None, versions_env=VERSIONS_ENV, *, index=None, proxy=None):
         root = tmp_path / "checkout"
-        (root / "scripts").mkdir(parents=True, exist_ok=True)
-        (root / "requirements.lock").write_text(lock)
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "scripts").mkdir(parents=True)
+        for name, text in (locks or {"requirements.lock": LOCK}).items():
+            (root / name).write_text(text)
         (root / "scripts" / "versions.env").write_text(versions_env)
         stand_in = StandIn(pages)
         stand_ins.append(stand_in)
@@ -182,3 +184,31 @@ def test_a_version_line_that_names_no_module_fails(check):
         "pins: scripts/versions.env: NEW_TOOL_VERSION names no Go module: map it in GO_MODULES"
         " of scripts/pins_current.py (or list it in NOT_MODULES)" in result.stdout
     )
+
+
+def test_a_pin_another_holds_back_passes_until_its_holder_moves(check):
+    """checkov 3.3.30 requires boto3==1.35.49: HELD says so, and the check holds it to that."""
+    pages = {
+        **CURRENT,
+        **project("checkov", wheel("checkov", "3.3.30"), wheel("checkov", "3.3.31")),
+        **project("boto3", wheel("boto3", "1.35.49"), wheel("boto3", "1.35.99")),
+    }
+    lock = "checkov=={} \\\n    --hash=sha256:00\nboto3==1.35.49 \\\n    --hash=sha256:00\n"
+    locks = {"requirements.lock": LOCK, "requirements-checks.lock": lock.format("3.3.31")}
+    result = check(pages, locks)
+    assert result.returncode == 1
+    assert (
+        "pins: requirements-checks.lock: boto3 1.35.49 is held back for checkov==3.3.30, which it"
+        " no longer pins" in result.stdout
+    )
+
+    locks["requirements-checks.lock"] = lock.format("3.3.30")
+    pages |= project("checkov", wheel("checkov", "3.3.30"))
+    result = check(pages, locks)
+    assert result.returncode == 0, result.stdout
+    assert "(1 held back by another pin, as HELD says)" in result.stdout
+
+    pages |= project("boto3", wheel("boto3", "1.35.49"))  # no newer boto3: the hold is stale
+    result = check(pages, locks)
+    assert result.returncode == 1
+    assert "yet it is the newest of its series: remove it from HELD" in result.stdout

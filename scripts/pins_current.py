@@ -362,7 +362,11 @@ def main() -> int:
     took = time.monotonic() - started
     print(f"pins: {python_line}; {go_line} ({took:.1f} s)")
     if behind:
-        print("pins: raise each to the newest release of its series (then `make lock`)")
+        print(
+            "pins: to catch up, raise a direct pin in its requirements*.txt, then `make lock`;"
+            " a transitive one, which `make lock` keeps, with the lock's pip-compile command and"
+            " -P NAME==VERSION; a Go tool in scripts/versions.env"
+        )
     return 1 if behind else 0
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from support.clients import exchange, http_request
+from support.clients import exchange, http_request, metrics_scrape
 from support.servers import connections_held
 
 pytestmark = pytest.mark.server
@@ -246,6 +246,8 @@ def test_clients_that_never_read_their_answers_are_closed_and_probes_go_on(make_
             client.close()
     assert server.visits() == visits  # only the visits of the clients that read their answers
     server.wait_file(visits)
+    refused = metrics_scrape(server.port)
+    assert refused[("app_python_requests_refused_total", (("reason", "answer_not_taken"),))] == 20
     log = server.log()
     assert "closed the connection of 127.0.0.1: it took no part of its answer for 30 s" in log
     assert log.count("it took no part of its answer") <= 2  # one line per worker per 10 s

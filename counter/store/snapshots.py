@@ -105,7 +105,7 @@ def snapshot_check(path: Path, *, name: str | None = None) -> Snapshot:
     except sqlite3.DatabaseError as error:
         raise SnapshotError(f"{name} is not an SQLite database ({error})") from error
     known = MigrationLoader(None).disk_migrations
-    newer = sorted(name for app, name in applied if app == "counter" and (app, name) not in known)
+    newer = sorted(migration for app, migration in applied - known.keys() if app == "counter")
     if newer:
         raise SnapshotError(
             f"{name} comes from a newer version of the app (migrations"

@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/versions.env
 source "$ROOT/scripts/versions.env"
 
-name=${1:?usage: scripts/go-tool.sh helm|litestream}
+name=${1:?usage: scripts/go-tool.sh helm|litestream|govulncheck}
 build=(env)
 case $name in
   helm)

@@ -18,9 +18,10 @@ no longer be the database, and it could go on replicating the replaced one.
 
 What a snapshot holds is checked before it is staged, and again before it is applied: an intact
 database of this app, at a schema this version knows, with no schema object (table, index,
-view, trigger) that this version's migrations do not make, as they make it: a trigger of its
-own could reset or rewrite the count once restored. Restoring another pod's database, or a
-lower count than the live one, is staged only when the operator insists (`restore --force`).
+view, trigger) that this version's migrations (or Litestream, the backup sidecar) do not make,
+as they make it: a trigger of its own could reset or rewrite the count once restored.
+Restoring another pod's database, or a lower count than the live one, is staged only when the
+operator insists (`restore --force`).
 """
 
 import contextlib
@@ -54,6 +55,15 @@ SchemaObject = tuple[str, str, str, str]  # type, name, table, its SQL (whitespa
 _MADE = "snapshot-schema"  # the connection of the database made to compare a snapshot with
 # SQLite's own objects, made by SQLite itself (autoindexes have no SQL).
 _SQLITE_TABLES = {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
+# The tables the backup sidecar's Litestream adds to the database it replicates, as it makes
+# them (v0.5, db.go), so its replicas and the snapshots of a pod with backup on carry them.
+LITESTREAM_OBJECTS = {
+    ("table", table, table, sql)
+    for table, sql in [
+        ("_litestream_seq", "CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)"),
+        ("_litestream_lock", "CREATE TABLE _litestream_lock (id INTEGER)"),
+    ]
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +121,7 @@ def snapshot_check(path: Path, *, name: str | None = None) -> Snapshot:
             f"{name} comes from a newer version of the app (migrations"
             f" {', '.join(newer)}): upgrade the app first, then restore"
         )
-    if foreign := _objects_foreign(objects, schema_objects_made(applied)):
+    if foreign := _objects_foreign(objects, schema_objects_made(applied) | LITESTREAM_OBJECTS):
         raise SnapshotError(
             f"{name} holds schema objects this version of the app does not make:"
             f" {'; '.join(foreign)}. Once restored, a trigger of its own could rewrite or reset"

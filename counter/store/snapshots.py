@@ -19,7 +19,8 @@ no longer be the database, and it could go on replicating the replaced one.
 What a snapshot holds is checked before it is staged, and again before it is applied: an intact
 database of this app, at a schema this version knows, with no schema object (table, index,
 view, trigger) that this version's migrations (or Litestream, the backup sidecar) do not make,
-as they make it: a trigger of its own could reset or rewrite the count once restored.
+as they make it, and none missing: a trigger of its own could reset or rewrite the count once
+restored, and without the app's the total would no longer follow the visits.
 Restoring another pod's database, or a lower count than the live one, is staged only when the
 operator insists (`restore --force`).
 """
@@ -121,13 +122,23 @@ def snapshot_check(path: Path, *, name: str | None = None) -> Snapshot:
             f"{name} comes from a newer version of the app (migrations"
             f" {', '.join(newer)}): upgrade the app first, then restore"
         )
-    if foreign := _objects_foreign(objects, schema_objects_made(applied) | LITESTREAM_OBJECTS):
+    made = schema_objects_made(applied)
+    if foreign := _objects_foreign(objects, made | LITESTREAM_OBJECTS):
         raise SnapshotError(
             f"{name} holds schema objects this version of the app does not make:"
             f" {'; '.join(foreign)}. Once restored, a trigger of its own could rewrite or reset"
             " the count. Restore a snapshot `manage.py backup` made of this app's database; to"
             " keep this one, find out what they do, drop them with the sqlite3 shell (DROP"
-            " TRIGGER name, ...) and restore it again"
+            " TRIGGER name, ...), make any of the app's again as its migrations make them"
+            " (counter/migrations/), and restore it again"
+        )
+    if missing := _objects_missing(objects, made):
+        raise SnapshotError(
+            f"{name} lacks schema objects this version of the app makes: {'; '.join(missing)}."
+            " Once restored, the app would run without them: without its triggers, the total"
+            " would no longer follow the visits. Restore a snapshot `manage.py backup` made of"
+            " this app's database; to keep this one, make them with the sqlite3 shell as the"
+            " app's migrations make them (counter/migrations/) and restore it again"
         )
     if row is None:
         raise SnapshotError(f"{name} has no visit counter: it was never prepared")
@@ -179,6 +190,16 @@ def _objects_foreign(objects: set[SchemaObject], made: set[SchemaObject]) -> lis
         f"{kind} {name} on {table}"
         + (", not as this version makes it" if (kind, name) in names else "")
         for kind, name, table, _ in sorted(objects - made)
+    ]
+
+
+def _objects_missing(objects: set[SchemaObject], made: set[SchemaObject]) -> list[str]:
+    """Each of `made` that `objects` has none of by its name, described."""
+    names = {(kind, name) for kind, name, _, _ in objects}
+    return [
+        f"{kind} {name} on {table}"
+        for kind, name, table, _ in sorted(made)
+        if (kind, name) not in names
     ]
 
 

@@ -206,8 +206,10 @@ def test_an_absolute_form_target_is_judged_by_its_own_host(make_server):
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (target, answer)
         assert b"<h1>Bad Request (400)</h1>" in answer
     ours = b"GET http://localhost/visits HTTP/1.1\r\nHost: x.example\r\n"
-    answer = exchange(server.port, ours + close)
-    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert exchange(server.port, ours + close).startswith(b"HTTP/1.1 200 OK\r\n")
+    # Origin form with a URL in its query: the Host header counts, as for any other.
+    origin = b"GET /visits?next=http://evil.example/ HTTP/1.1\r\n" + HOST
+    assert exchange(server.port, origin + close).startswith(b"HTTP/1.1 200 OK\r\n")
     log = server.log()
     assert log.count("Invalid HTTP_HOST header: 'evil.example'") == 2
     assert "Invalid HTTP_HOST header: 'admin@localhost'" in log

@@ -155,8 +155,9 @@ class AbsoluteFormHost:
 
     def __call__(self, environ: dict, start_response):
         target = environ.get("RAW_URI", "")
-        if "://" in target:
-            environ["HTTP_HOST"] = urllib.parse.urlsplit(target).netloc
+        # Origin form (`/path?next=http://x`) starts with a slash; only a scheme makes it absolute.
+        if not target.startswith("/") and (parts := urllib.parse.urlsplit(target)).scheme:
+            environ["HTTP_HOST"] = parts.netloc  # none at all (`http:/x`): Django's 400
         return self.app(environ, start_response)
 
 

@@ -28,7 +28,8 @@ def _built(name: str, version: str) -> str | None:
 
 def helm_binary() -> str | None:
     """The pinned Helm, else any helm on PATH (the chart needs no newer one)."""
-    return _built("helm", VERSIONS["HELM_VERSION"]) or shutil.which("helm")
+    version = f"{VERSIONS['HELM_VERSION']}-{VERSIONS['HELM_GO_TOOLCHAIN']}"
+    return _built("helm", version) or shutil.which("helm")  # as scripts/go-tool.sh keeps it
 
 
 LITESTREAM_MISSING = (

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 from visits_site import backup_metrics
-from visits_site.server import RequestBodyGuard
+from visits_site.body_guard import RequestBodyGuard
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visits_site.settings")
 

@@ -28,6 +28,7 @@ from django.db.migrations.loader import MigrationLoader
 
 from counter.exceptions import SnapshotError
 from counter.models import VisitCounter
+from counter.store.database import COUNTER_ID
 from counter.store.files import (
     STAGED_SNAPSHOT,
     data_path,
@@ -36,12 +37,11 @@ from counter.store.files import (
     database_path,
     file_replacement,
 )
-from counter.store.visits import COUNTER_ID
 
 
 def database_connect() -> sqlite3.Connection:
     """This pod's database, opened only if it exists (mode=rw): a missing one is never made
-    empty, which would also cost a running server the visits in its WAL (data_files.py)."""
+    empty, which would also cost a running server the visits in its WAL (guard.py)."""
     uri = f"file:{urllib.parse.quote(str(database_path()))}?mode=rw"
     return sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
 

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 
 from counter.models import VisitCounter
 from counter.peers import PodCount
-from counter.store.visits import COUNTER_ID
+from counter.store.database import COUNTER_ID
 
 
 def replica(path, *, total: int) -> None:

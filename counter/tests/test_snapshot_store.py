@@ -6,9 +6,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from counter.models import VisitCounter
+from counter.store.database import COUNTER_ID
 from counter.store.files import STAGED_SNAPSHOT, data_path
 from counter.store.snapshots import snapshot_apply_staged
-from counter.store.visits import COUNTER_ID
 
 
 def test_backup_of_a_missing_database_is_a_clear_error_and_creates_nothing(settings, tmp_path):

@@ -127,10 +127,12 @@ cluster-recycle:  ## the cluster down, up clean again, a new pod's DNS checked
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
-# ruff, and the migration rule: within a major version migrations only add (django-migration-linter).
-lint: $(BIN)/activate  ## ruff (lint, format) and the project's own checks
+# ruff; which module may import which (import-linter, pyproject.toml); and the migration rule:
+# within a major version migrations only add (django-migration-linter).
+lint: $(BIN)/activate  ## ruff, the import contracts and the project's own checks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
 
 format: $(BIN)/activate  ## ruff's fixes and formatting, applied

@@ -310,6 +310,12 @@ def ratios(summary: dict[str, dict], hostile: dict) -> dict:
         ),
         "ratio_hostile_to_clean_counting": round(hostile["requests_per_s"] / counting, 3),
         "ratio_full_to_normal": round(summary["full"]["requests_per_s"] / counting, 3),
+        "ratio_counting_to_granian": round(counting / summary["granian"]["requests_per_s"], 3),
+        "ratio_no_database_to_granian": round(
+            summary["no_database"]["requests_per_s"]
+            / summary["granian_no_database"]["requests_per_s"],
+            3,
+        ),
     }
 
 

@@ -392,7 +392,7 @@ def test_a_worker_counts_on_one_connection_and_a_busy_turn_in_one_statement(make
     for connection in connections:
         connection.close()
     assert server.visits() == 33
-    assert held <= 3, held  # the anchor (counter/store/data_files.py), the counting, a probe's
+    assert held <= 3, held  # the anchor (counter/store/guard.py), the counting, a probe's
     assert again == salt, "the WAL started over: checkpointed meanwhile"
     assert after - before <= 8, after - before
 
@@ -432,7 +432,7 @@ def test_locked_too_long_is_a_503_and_the_site_recovers(make_server):
 
 def test_a_visit_waits_for_the_writer_lock_off_the_event_loop(make_server):
     """Another process holds the pod's writer lock (`.count.lock`): the visit waits for it in a
-    thread of gevent's pool (counter/locks.py), probes are answered meanwhile, and the visit is
+    thread of gevent's pool (counter/store/locks.py), probes are answered meanwhile, and the visit is
     counted as soon as the lock is released. Held past the 5 s wait, the visit fails and the
     lock the thread takes later is released, not kept by a worker with nobody to release it."""
     server = make_server(WEB_CONCURRENCY="1").start().wait_ready()  # one event loop to stall

@@ -4,8 +4,9 @@ A B A B rounds.
 The targets (bench/targets.py), each on a server started as the image starts it (`manage.py
 serve`, gunicorn.conf.py): counting `GET /`, the no-database `GET /healthz` of the same server,
 the same counting page with VISITS_SQLITE_SYNCHRONOUS=FULL, the counting page with Litestream
-replicating its database to a file replica (when scripts/litestream.sh has built it), and a
-naive file counter (bench/naive_app.py) under the same gunicorn settings. bench/measure.py
+replicating its database to a file replica (when scripts/litestream.sh has built it), a
+naive file counter (bench/naive_app.py) under the same gunicorn settings, and the same app on
+granian, the reference (bench/targets.py). bench/measure.py
 measures; bench/report.py writes bench/results/<date>.json, bench/results/<date>.svg and the
 results section of docs/performance.md.
 """

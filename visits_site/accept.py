@@ -4,9 +4,9 @@ load").
 A gevent worker keeps every keep-alive connection it accepted, and serves them one after the
 other, a turn of its event loop each. So a worker that holds more connections than another makes
 each of them wait longer, and a burst of new connections (a client's pool opening, wrk starting)
-lands on whichever worker wakes first: 20 and 12, 19 and 13 of 32 were measured with gunicorn's
-own accept. gunicorn spreads them its way, one connection per turn of the loop, which makes the
-last of a burst wait for as many turns as there were connections before it.
+lands on whichever worker wakes first, unevenly (docs/performance.md, "Latency under load").
+gunicorn spreads them its way, one connection per turn of the loop, which makes the last of a
+burst wait for as many turns as there were connections before it.
 
 Here each worker writes the number of connections it holds into memory shared with gunicorn's
 master and the other workers. A worker holding more than ACCEPT_AHEAD connections (or a

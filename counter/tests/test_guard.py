@@ -2,6 +2,7 @@ import contextlib
 import sqlite3
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from counter.exceptions import CountBackwardsError, CountingStoppedError
 from counter.store.files import data_path
@@ -66,6 +67,15 @@ def test_a_process_that_stopped_counting_counts_nothing(counter):
         visit_record(day=DAY)
     counter.refresh_from_db()
     assert counter.total == 0
+
+
+def test_no_new_connection_opens_once_counting_stopped(counter):
+    """The engine runs the guard's check before it opens a connection (counter/store/sqlite/)."""
+    data_files_rescue("db.sqlite3 was deleted or replaced")
+    fresh = connections.create_connection(DEFAULT_DB_ALIAS)
+    with pytest.raises(CountingStoppedError, match="db.sqlite3 was deleted or replaced"):
+        fresh.ensure_connection()
+    assert fresh.connection is None
 
 
 def test_the_visits_file_never_follows_a_count_that_went_backwards(counter):

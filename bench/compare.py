@@ -20,32 +20,11 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.latency import load_average
-from bench.measure import Load, cpu_seconds, hostile_round, machine, wrk
+from bench.measure import Load, hostile_round, machine, wrk, wrk_round
 from support.servers import Server, collectstatic
 from support.tools import ROOT
 
 PATHS = ("/", "/healthz")
-
-
-def wrk_round(server: Server, path: str, load: Load) -> dict:
-    before = server.visits() if path == "/" else 0
-    cpu = cpu_seconds(server.process.pid)
-    started_load = load_average()
-    result = wrk(server.url(path), load)
-    run = {
-        "load_average": started_load,
-        "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
-        "p50_ms": round(result["p50_us"] / 1e3, 2),
-        "p99_ms": round(result["p99_us"] / 1e3, 2),
-        "errors": result["non_2xx"] + result["socket_errors"],
-        "server_cpu_us_per_request": round(
-            (cpu_seconds(server.process.pid) - cpu) / max(1, result["requests"]) * 1e6
-        ),
-    }
-    if path == "/":
-        run["lost"] = max(0, result["requests"] - result["non_2xx"] - (server.visits() - before))
-    return run
 
 
 def hostile_summary(result: dict) -> dict:

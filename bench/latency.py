@@ -24,15 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import Load, cpu_seconds, wrk
+from bench.measure import Load, cpu_seconds, load_average, wrk, wrk_round
 from support.servers import Server, collectstatic
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings
 PATHS = ("/", "/healthz")
-
-
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 async def _open_loop(port: int, path: str, rate: float, seconds: float) -> dict:
@@ -161,20 +157,7 @@ def latency_round(
             for path in PATHS:
                 order = list(servers) if number % 2 == 0 else list(servers)[::-1]
                 for name in order:
-                    server = servers[name]
-                    before = server.visits() if path == "/" else 0
-                    load = load_average()
-                    result = wrk(server.url(path), Load(duration, connections, threads))
-                    run = {
-                        "load_average": load,
-                        "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
-                        "p50_ms": round(result["p50_us"] / 1e3, 2),
-                        "p99_ms": round(result["p99_us"] / 1e3, 2),
-                        "errors": result["non_2xx"] + result["socket_errors"],
-                    }
-                    if path == "/":
-                        completed = result["requests"] - result["non_2xx"]
-                        run["lost"] = max(0, completed - (server.visits() - before))
+                    run = wrk_round(servers[name], path, Load(duration, connections, threads))
                     runs[f"{name} {path}"].append(run)
                     print(f"round {number + 1}: {name} {path}: {json.dumps(run)}", flush=True)
         moderate: dict[str, list[dict]] = {

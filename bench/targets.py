@@ -39,14 +39,17 @@ class Granian(Server):
     No FileKeeper runs there (gunicorn.conf.py starts it), so the visits file is left as it is."""
 
     def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
-        serve = '"$0" manage.py prepare && exec "$0" -m granian --interface wsgi --access-log "$1"'
+        # As `serve` does: the server opens only the database that `prepare` made.
+        serve = (
+            '"$0" manage.py prepare && VISITS_DATABASE_MUST_EXIST=1 exec "$0" -m granian'
+            ' --interface wsgi --access-log "$1"'
+        )
         command = ["sh", "-c", serve, sys.executable, "visits_site.wsgi:application"]
         super().__init__(data_dir, log_path, env, command=command)
         self.env |= {
             "GRANIAN_HOST": "127.0.0.1",
             "GRANIAN_PORT": str(self.port),
             "GRANIAN_WORKERS": self.env["WEB_CONCURRENCY"],
-            "VISITS_DATABASE_MUST_EXIST": "1",  # as `serve` starts the server, once prepared
         }
 
 

@@ -7,6 +7,7 @@ import gc
 import os
 
 from visits_site.settings import VISITS_BACKUP_METRICS_PORT, VISITS_BACKUP_METRICS_URL
+from visits_site.worker import cores_available
 
 bind = ["0.0.0.0:8000"]
 if (
@@ -15,9 +16,10 @@ if (
     bind.append(f"0.0.0.0:{VISITS_BACKUP_METRICS_PORT}")
 chdir = os.path.dirname(os.path.abspath(__file__))
 # gevent workers (visits_site/worker.py): slow or idle clients each hold a greenlet, not a
-# worker. Few workers: they all queue on SQLite's single writer, so more only add memory.
+# worker. One per core it may use: a worker beyond them only adds a queue of connections that
+# waits for a core, and they all queue on SQLite's single writer (docs/performance.md).
 worker_class = "visits_site.worker.Worker"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = int(os.environ.get("WEB_CONCURRENCY") or cores_available())
 worker_connections = 1000  # per worker; one more gets 503
 keepalive = 5  # seconds for a request head to arrive, and for an idle connection to live
 accesslog = "-"
@@ -64,12 +66,9 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """In the master, once a worker is gone: its slot in the connection shares is free again
-    (visits_site/accept.py); its gauges stop counting in the pod's metrics (counter/metrics.py),
-    its counters and histograms stay in the pod's totals."""
+    """In the master, once a worker is gone: its gauges stop counting in the pod's metrics
+    (counter/metrics.py), its counters and histograms stay in the pod's totals."""
     from prometheus_client import multiprocess
 
-    if hasattr(worker, "release_slot"):  # the sync workers of `make bench` have none
-        worker.release_slot()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by `manage.py serve`
         multiprocess.mark_process_dead(worker.pid)

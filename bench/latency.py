@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.measure import Load, cpu_seconds, load_average, wrk, wrk_round
-from support.servers import Server, collectstatic
+from support.servers import Server, collectstatic, cpu_limited
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings
 PATHS = ("/", "/healthz")
@@ -93,34 +93,6 @@ def open_loop(port: int, path: str, *, rate: float, seconds: float) -> dict:
     """`rate` requests a second for `seconds` on keep-alive connections, a new one whenever
     none is free; latency from each request's due time."""
     return asyncio.run(_open_loop(port, path, rate, seconds))
-
-
-@contextlib.contextmanager
-def cpu_limited(name: str, cores: float | None):
-    """A cgroup with a CFS quota of `cores` (100 ms period, like the kubelet's), yielding a
-    command prefix that starts a process in it; no limit and no prefix when `cores` is None."""
-    if cores is None:
-        yield []
-        return
-    quota = int(cores * 100_000)
-    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
-    if v2.exists() and "cpu" in v2.read_text().split():
-        group = Path(f"/sys/fs/cgroup/bench-{name}")
-        group.mkdir(exist_ok=True)
-        (group / "cpu.max").write_text(f"{quota} 100000")
-    else:
-        group = Path(f"/sys/fs/cgroup/cpu/bench-{name}")
-        group.mkdir(exist_ok=True)
-        (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text(str(quota))
-    try:
-        yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
-    finally:
-        for _ in range(50):  # the processes leave it as they exit
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                break
-            time.sleep(0.1)
 
 
 def latency_round(

@@ -143,7 +143,7 @@ def measure(
         facts["peak_rss_mb"] = round(peak["bytes"] / 2**20, 1)
         facts |= restart_round(site)
     # Apart, once the servers above are stopped: gevent beside sync workers, each alone, with
-    # one worker (the chart's, per core of a pod's limit) and two (the app's default).
+    # one worker (the chart's, per core of a pod's limit) and two (the image's on two cores).
     latency = latency_round(work / "latency", workers=(1, 2), rounds=rounds,
                             duration=load.duration, connections=load.connections,
                             threads=load.threads)  # fmt: skip

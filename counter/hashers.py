@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @dataclass
 class _Checks(ProcessLocal):
-    free: Any = None  # gevent only: the semaphore of VISITS_PASSWORD_CHECKS, made at first use
+    semaphore: Any = None  # gevent only: VISITS_PASSWORD_CHECKS slots, made at first use
 
 
 _process = _Checks()
@@ -40,9 +40,9 @@ _process = _Checks()
 def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
     if not gevent_active():
         return func(*args)
-    if _process.free is None:
-        _process.free = greenlet_semaphore(settings.VISITS_PASSWORD_CHECKS)
-    checks = _process.free
+    if _process.semaphore is None:
+        _process.semaphore = greenlet_semaphore(settings.VISITS_PASSWORD_CHECKS)
+    checks = _process.semaphore
     metrics.PASSWORD_CHECKS_WAITING.inc()
     try:
         free = checks.acquire(timeout=PASSWORD_CHECK_WAIT)

@@ -18,15 +18,16 @@ worker class, before Django is set up.
 """
 
 import contextlib
-import functools
+import math
+import os
 import socket
 import time
+from pathlib import Path
 
 import gevent
 from gunicorn.workers import ggevent
 
 from counter import metrics
-from visits_site.accept import SharingServer, connection_shares
 from visits_site.body_guard import half_close
 
 _REFUSE_ROOM = 100  # connections beyond the cap that can still be answered 503
@@ -40,41 +41,18 @@ _BUSY = (
 
 class Worker(ggevent.GeventWorker):
     """gunicorn's gevent worker, answering 503 beyond `worker_connections` open connections and
-    sharing new connections with the other workers (visits_site/accept.py)."""
+    giving every ready connection its turn after each request. New connections are accepted as
+    gunicorn does: sharing them out between the workers measured no better
+    (docs/performance.md, "The shared accept, removed")."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        """In gunicorn's master, before the fork: the worker's slot in the connection shares."""
         super().__init__(*args, **kwargs)
         self.open_connections = 0
         self.refused_logged_at = 0.0
         # The connection pool gets room beyond the cap, so refusals are answered too.
         self.worker_connections = self.cfg.worker_connections + _REFUSE_ROOM
-        self.shares = connection_shares()
-        self.slot = self.shares.claim()
-
-    def init_process(self) -> None:
-        if self.slot is not None:
-            self.shares.start(self.slot)
-            # gunicorn's run() makes its listening servers from this name, in this process only.
-            ggevent.StreamServer = functools.partial(
-                SharingServer, shares=self.shares, slot=self.slot
-            )
-        super().init_process()
-
-    def release_slot(self) -> None:
-        """In the master, once the worker is gone (gunicorn.conf.py's child_exit)."""
-        if self.slot is not None:
-            self.shares.release(self.slot)
-            self.slot = None
 
     def handle(self, listener: socket.socket, client: socket.socket, addr: object) -> None:
-        try:
-            self._handle(listener, client, addr)
-        finally:
-            if self.slot is not None:
-                self.shares.counts[self.slot] -= 1
-
-    def _handle(self, listener: socket.socket, client: socket.socket, addr: object) -> None:
         if self.open_connections >= self.cfg.worker_connections:
             with contextlib.suppress(OSError):
                 client.sendall(_BUSY)
@@ -112,7 +90,40 @@ class Worker(ggevent.GeventWorker):
         one, one whose request just arrived) wait behind all of them (docs/performance.md,
         "Latency under load")."""
         result = super().handle_request(listener_name, req, sock, addr)
-        if self.slot is not None:
-            self.shares.served[self.slot] += 1
         gevent.sleep(_NEXT_LOOP_TURN)
         return result
+
+
+def cores_available(root: Path = Path("/")) -> int:
+    """The cores this process may keep busy: the CPUs it may run on, or fewer if a cgroup on
+    its way to the root has a smaller CPU limit (a Kubernetes limit, `docker run --cpus`),
+    rounded down; at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    for line in (root / "proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2, alone or beside v1 (then under unified/)
+            mounts = [root / "sys/fs/cgroup", root / "sys/fs/cgroup/unified"]
+        elif "cpu" in controllers.split(","):
+            mounts = [root / "sys/fs/cgroup" / controllers]
+        else:
+            continue
+        for mount in mounts:
+            folder = mount / path.lstrip("/")
+            for cgroup in [folder, *folder.parents]:
+                limit = _cpu_limit(cgroup)
+                if limit is not None:
+                    cores = min(cores, math.floor(limit))
+                if cgroup == mount:
+                    break
+    return max(1, cores)
+
+
+def _cpu_limit(cgroup: Path) -> float | None:
+    """The CPU limit in cores set on one cgroup (v2's cpu.max, v1's quota), if any."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota = int((cgroup / "cpu.cfs_quota_us").read_text())
+        return None if quota < 0 else quota / int((cgroup / "cpu.cfs_period_us").read_text())
+    return None

@@ -321,10 +321,12 @@ def test_without_web_concurrency_there_is_a_worker_per_core_of_the_cpu_limit(mak
     cgroup has one (a pod's `resources.limits.cpu`), else the machine's."""
     if reason := cpu_limit_missing():
         pytest.skip(reason)
-    unlimited = make_server("unlimited", WEB_CONCURRENCY="").start().wait_ready()
-    assert len(unlimited.worker_pids()) == cores_available()
+    unlimited = make_server("unlimited")
+    del unlimited.env["WEB_CONCURRENCY"]  # the tests' servers set 2
+    assert len(unlimited.start().wait_ready().worker_pids()) == cores_available()
     with cpu_limited("test-one-core", 1) as prefix:
-        server = make_server("one-core", WEB_CONCURRENCY="")
+        server = make_server("one-core")
+        del server.env["WEB_CONCURRENCY"]
         server.command = [*prefix, *server.command]
         assert len(server.start().wait_ready().worker_pids()) == 1
         server.stop()

@@ -62,6 +62,7 @@ def worker_exit(server, worker):
     keeper = getattr(worker, "visits_file_keeper", None)
     if keeper is not None and os.getpid() == worker.pid:
         gc.unfreeze()
+        keeper.stop()  # no tick of its own while the process exits
         keeper.check()
 
 

@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Worker(ggevent.GeventWorker):
         super().__init__(*args, **kwargs)
         self.open_connections = 0
         self.refused_logged_at = 0.0
+        self.quitting = False
         # The connection pool gets room beyond the cap, so refusals are answered too.
         self.worker_connections = self.cfg.worker_connections + _REFUSE_ROOM
 
@@ -77,6 +79,32 @@ class Worker(ggevent.GeventWorker):
             super().handle(listener, client, addr)
         finally:
             self.open_connections -= 1
+
+    def handle_quit(self, sig: int, frame: object) -> None:
+        """SIGINT and SIGQUIT: stop at once, without a traceback.
+
+        Ctrl-C in a terminal sends SIGINT to the whole process group: each worker gets it from
+        the terminal, then SIGQUIT from the master. gunicorn's gevent worker spawns a greenlet
+        for each that calls `sys.exit`; the first exit ends the worker, and the second, raised
+        while it is already exiting, printed `SystemExit: 0` with a traceback. Here a quit only
+        sets flags, however many arrive: the worker's own loop stops within its next tick
+        (a second), and leaves from the main greenlet (notify), not waiting for the open
+        connections as a graceful stop (SIGTERM) does. Nothing blocks in a signal handler."""
+        self.alive = False
+        self.quitting = True
+
+    def notify(self) -> None:
+        """gunicorn's heartbeat, called by the worker's loop about every second, in the main
+        greenlet; after a quit, the worker exits here (worker_exit still runs)."""
+        super().notify()
+        if self.quitting:
+            self.cfg.worker_int(self)
+            sys.exit(0)
+
+    def run(self) -> None:
+        super().run()  # returns once no connection is open, if it saw no notify after a quit
+        if self.quitting:
+            self.notify()
 
     def handle_request(self, listener_name, req, sock, addr):
         """Serve one request, then let every other ready connection have its turn. A client

@@ -133,7 +133,8 @@ lint: $(BIN)/activate  ## ruff, the import contracts and the project's own check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
+	$(BIN)/pytest --quiet --no-header -p no:cacheprovider --tb=line --show-capture=no \
+	  counter/tests/test_migrations.py::test_every_migration_only_adds
 
 format: $(BIN)/activate  ## ruff's fixes and formatting, applied
 	$(BIN)/ruff check --fix .

@@ -10,9 +10,8 @@ from visits_site.settings import VISITS_BACKUP_METRICS_PORT, VISITS_BACKUP_METRI
 from visits_site.worker import cores_available
 
 bind = ["0.0.0.0:8000"]
-if (
-    VISITS_BACKUP_METRICS_URL
-):  # the backup sidecar's metrics, relayed (visits_site/backup_metrics.py)
+# The backup sidecar's metrics, relayed (visits_site/backup_metrics.py).
+if VISITS_BACKUP_METRICS_URL:
     bind.append(f"0.0.0.0:{VISITS_BACKUP_METRICS_PORT}")
 chdir = os.path.dirname(os.path.abspath(__file__))
 # gevent workers (visits_site/worker.py): slow or idle clients each hold a greenlet, not a

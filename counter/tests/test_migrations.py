@@ -10,7 +10,7 @@ a Django upgrade, which is at least a minor version: read them then, as the lint
 
 The linter reads the SQL of each migration (sqlmigrate) on a database no migration was applied
 to: the test database applies them all first, so a migration that cannot even be applied (one
-that drops a column the triggers use) used to fail there, with SQLite's error instead of the
+that drops a column the triggers use) would fail there, with SQLite's error instead of the
 rule's.
 """
 

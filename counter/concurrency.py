@@ -48,6 +48,10 @@ class ThreadCall:
             return False
         return True
 
+    def ended(self) -> bool:
+        """Whether the call returned or raised."""
+        return self._result.ready()
+
 
 def os_lock() -> Any:
     """A lock that blocks the whole thread that waits for it, not only a greenlet: for a pool

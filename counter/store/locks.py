@@ -150,12 +150,13 @@ class FileLock:
             if waiter is not None:
                 try:
                     ended = waiter.done.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except BaseException:  # the thread failed: raised here, and it is gone
-                    self._waiter = None
-                    raise
+                finally:
+                    # Only a thread that is gone is forgotten: one still blocked in flock (this
+                    # wait timed out, or this greenlet was interrupted) takes the lock later.
+                    if waiter.done.ended():  # returned, or failed (then raised here)
+                        self._waiter = None
                 if not ended:
                     raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s")
-                self._waiter = None
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return

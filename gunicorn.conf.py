@@ -16,7 +16,7 @@ if VISITS_BACKUP_METRICS_URL:
 chdir = os.path.dirname(os.path.abspath(__file__))
 # gevent workers (visits_site/worker.py): slow or idle clients each hold a greenlet, not a
 # worker. One per core it may use: a worker beyond them only adds a queue of connections that
-# waits for a core, and they all queue on SQLite's single writer (docs/performance.md).
+# waits for a core, and they all queue on SQLite's single writer (docs/performance-history.md).
 worker_class = "visits_site.worker.Worker"
 workers = int(os.environ.get("WEB_CONCURRENCY") or cores_available())
 worker_connections = 1000  # per worker; one more gets 503
@@ -41,8 +41,8 @@ def post_worker_init(worker):
 
     Then it freezes what it holds once started (Django, the app, the settings): the garbage
     collector no longer walks them, where each full collection stalled every connection of the
-    worker (docs/performance.md, "Latency under load"). worker_exit unfreezes them, so they are
-    finalized as the worker exits."""
+    worker (docs/performance-history.md, "Latency under load"). worker_exit unfreezes them, so
+    they are finalized as the worker exits."""
     from counter.store.guard import data_files_anchor  # in the worker: Django is set up
     from counter.store.visits_file import visits_file_keep
 

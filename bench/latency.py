@@ -153,7 +153,8 @@ def latency_round(
                     started = time.monotonic()
                     result = open_loop(servers[name].port, path, rate=rate, seconds=duration)
                     # Cores the server kept busy: at a low rate a request costs more CPU here
-                    # than under wrk (docs/performance.md), so half the rate is not half a load.
+                    # than under wrk (docs/performance-history.md), so half the rate is not
+                    # half a load.
                     result["server_cores"] = round(
                         (cpu_seconds(servers[name].process.pid) - cpu)
                         / (time.monotonic() - started),

@@ -2,8 +2,8 @@
 slots for the three numbers that change on every visit, which each visit then fills in.
 
 Rendering the template and the chart for every visit costs far more than the counting
-statement; filling the slots, a small fraction of it (docs/performance.md, "What was tried on
-the counting path"). Between two visits
+statement; filling the slots, a small fraction of it (docs/performance-history.md, "What was
+tried on the counting path"). Between two visits
 only the total, today's count and the chart's scale change, and they are digits: nothing to
 escape, so filling them into the rendered page gives the same bytes as rendering it again (a
 unit test compares the two).

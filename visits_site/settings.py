@@ -161,7 +161,7 @@ DATABASES = {
             "init_command": (
                 # Small pages for a new database (an existing one keeps its own): a visit
                 # writes two pages to the WAL, and 1 KiB ones count faster (measured in
-                # docs/performance.md). It must come before WAL mode is set.
+                # docs/performance-history.md). It must come before WAL mode is set.
                 "PRAGMA page_size=1024;"
                 "PRAGMA journal_mode=WAL;"
                 f"PRAGMA synchronous={VISITS_SQLITE_SYNCHRONOUS};"

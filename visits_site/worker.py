@@ -3,7 +3,7 @@ with the limits that keep a pod answering when its clients are slow, idle or too
 
 A connection costs a greenlet, not a worker, so clients that send slowly or not at all can no
 longer take every worker, and the probes with them, as they did with sync and gthread workers
-(docs/performance.md, "The server model under hostile clients"). The limits:
+(docs/performance-history.md, "The server model under hostile clients"). The limits:
 
 - the request head must arrive within gunicorn's `keepalive` (5 s) of the connection opening or
   of the previous answer, else the connection is closed (gunicorn's gevent worker);
@@ -44,7 +44,7 @@ class Worker(ggevent.GeventWorker):
     """gunicorn's gevent worker, answering 503 beyond `worker_connections` open connections and
     giving every ready connection its turn after each request. New connections are accepted as
     gunicorn does: sharing them out between the workers measured no better
-    (docs/performance.md, "The shared accept, removed")."""
+    (docs/performance-history.md, "The shared accept, removed")."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -115,8 +115,8 @@ class Worker(ggevent.GeventWorker):
         (any positive sleep; gevent.sleep's documentation). `sleep(0)` only queues the greenlet
         behind the others that yielded: a worker whose connections all have their next request
         waiting runs that queue before it polls, so the connections that need the poll (a new
-        one, one whose request just arrived) wait behind all of them (docs/performance.md,
-        "Latency under load")."""
+        one, one whose request just arrived) wait behind all of them
+        (docs/performance-history.md, "Latency under load")."""
         result = super().handle_request(listener_name, req, sock, addr)
         gevent.sleep(_NEXT_LOOP_TURN)
         return result

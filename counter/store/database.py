@@ -39,13 +39,13 @@ _process = _Database()
 def store_database() -> BaseDatabaseWrapper:
     """The connection the store's statements run on.
 
-    In a gevent worker, one for the whole process, shared by its greenlets: Django's own
-    connections are one per greenlet there, and a connection per client connection cost more
-    CPU to open than its visits' statements, with a page cache that every other connection's
-    write made stale (docs/performance.md, "Latency under load"). Sharing is safe because each
-    statement of the store is a single autocommit statement that runs to its end without
-    yielding to another greenlet, never inside a transaction. Elsewhere (sync workers,
-    management commands, tests), Django's connection of this thread.
+    In a gevent worker, one for the whole process, shared by its greenlets: Django's own connections
+    are one per greenlet there, and a connection per client connection cost more CPU to open than
+    its visits' statements, with a page cache that every other connection's write made stale
+    (docs/performance-history.md, "Latency under load"). Sharing is safe because each statement of
+    the store is a single autocommit statement that runs to its end without yielding to another
+    greenlet, never inside a transaction. Elsewhere (sync workers, management commands, tests),
+    Django's connection of this thread.
     """
     if not gevent_active():
         return connections[DEFAULT_DB_ALIAS]

@@ -13,7 +13,7 @@ every one of them, the kubelet's probes included. Nothing here blocks the event 
   its other connections until the lock is free and tries again. A process holds the lock
   only while it uses it: a lock that the thread took while the event loop was busy elsewhere
   would be held for a whole turn of the loop, with the other worker's visits queued behind
-  it (docs/performance.md, "Latency under load").
+  it (docs/performance-history.md, "Latency under load").
   Without gevent (sync workers, management commands, in-process tests) the tries and sleeps
   remain: nothing else waits on that thread.
 """
@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 LOCK_WAIT = 5.0  # seconds; then the caller fails (a visit answers 503)
 # Seconds the event loop waits, blocked, for a lock another process holds: most waits for the
-# other worker's visit end within it (docs/performance.md, "Latency under load").
+# other worker's visit end within it (docs/performance-history.md, "Latency under load").
 FLOCK_HANDOFF = 0.002
 _BUSY = ("database is locked", "database table is locked", "database schema is locked")
 

@@ -83,7 +83,7 @@ def visit_record(*, day: date) -> VisitTally:
     In a gevent worker, that first visit first lets the other greenlets ready in this turn of
     the event loop run up to their own visit: under load, one statement then counts the visits
     of every connection served in the turn, where without the yield nearly every statement
-    counted one (docs/performance.md, "Latency under load"). The visits that arrive while
+    counted one (docs/performance-history.md, "Latency under load"). The visits that arrive while
     another process holds the writer lock are counted together too; the rest get the lock only
     to find their tally. One visit alone (sync workers, a management command) is counted alone.
     """
@@ -120,7 +120,8 @@ def _visits_count() -> None:
     whose triggers add them to the total (migration 0001). It returns the total from before its
     triggers ran; writers are serialized, so the visits of the batch are exactly the next ones.
     The statement runs on the sqlite3 connection under Django's, inside Django's translation of
-    database errors: Django's cursor cost more than the statement itself (docs/performance.md).
+    database errors: Django's cursor cost more than the statement itself
+    (docs/performance-history.md).
     """
     db = store_database()
     batch: list[_Visit] = []

@@ -1,13 +1,13 @@
 """The `visits` file beside the database: the total as plain text, for `cat`.
 
-Visits never touch it: replacing a file costs far more than counting a visit (ext4 starts
-writeback on rename, docs/performance.md). Instead every worker process runs a FileKeeper that,
-every PERIOD seconds, reads the total and the file and replaces the file when they differ. So
-the file trails the database by about PERIOD, and a file an operator deleted or overwrote is
-rebuilt just as fast, visits or not. Each replacement is a temporary file renamed over the old
-one, so a reader never sees it empty or partial, made under `.visits.lock` with the total read
-under that lock, so it never goes backwards whichever process writes it. A worker also syncs
-the file when it exits (gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
+Visits never touch it: replacing a file costs far more than counting a visit (ext4 starts writeback
+on rename, docs/performance-history.md). Instead every worker process runs a FileKeeper that, every
+PERIOD seconds, reads the total and the file and replaces the file when they differ. So the file
+trails the database by about PERIOD, and a file an operator deleted or overwrote is rebuilt just as
+fast, visits or not. Each replacement is a temporary file renamed over the old one, so a reader
+never sees it empty or partial, made under `.visits.lock` with the total read under that lock, so it
+never goes backwards whichever process writes it. A worker also syncs the file when it exits
+(gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
 """
 
 import logging

@@ -132,13 +132,16 @@ cluster-recycle:  ## the cluster down, up clean again, a new pod's DNS checked
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
-# ruff, the migration rule: within a major version migrations only add (django-migration-linter),
-# and every pin the newest patch release of its series on the package index and the Go module
-# proxy (scripts/pins_current.py; skipped with one line when they cannot be reached).
-lint: $(BIN)/activate  ## ruff (lint, format), the project's own checks, pins current
+# ruff; which module may import which (import-linter, pyproject.toml); the migration rule: within
+# a major version migrations only add (django-migration-linter); and every pin the newest patch
+# release of its series on the package index and the Go module proxy (scripts/pins_current.py;
+# skipped with one line when they cannot be reached).
+lint: $(BIN)/activate  ## ruff, the import contracts, the project's own checks, pins current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/pytest --quiet --no-header -p no:cacheprovider --tb=line --show-capture=no \
+	  counter/tests/test_migrations.py::test_every_migration_only_adds
 	$(BIN)/python scripts/pins_current.py
 
 format: $(BIN)/activate  ## ruff's fixes and formatting, applied

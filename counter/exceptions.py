@@ -42,7 +42,7 @@ class DataDirError(StoreError):
 
 class CountingStoppedError(DatabaseError):
     """This process stopped counting: a database file it uses was deleted or replaced
-    (counter/store/data_files.py). A DatabaseError, so a visit answers 503."""
+    (counter/store/guard.py). A DatabaseError, so a visit answers 503."""
 
 
 class AdminUserError(ValueError):

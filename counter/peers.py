@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from counter import process
+from counter.process_local import ProcessLocal
 from counter.store.files import CLUSTER_CACHE, CLUSTER_LOCK, data_path, file_replace
 from counter.store.locks import FileLock
 from counter.store.visits import visits_total
@@ -155,12 +155,23 @@ def _name_of(peer: Peer) -> str | None:
     return labels[0] if len(labels) > 1 and labels[1] == service else None
 
 
+@dataclass
+class _Peers(ProcessLocal):
+    pool: concurrent.futures.ThreadPoolExecutor | None = None  # made at first use
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+_process = _Peers()
+
+
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """This process's threads for asking peers (a forked process makes its own)."""
-    owner = process.state
-    if owner.peer_pool is None:
-        owner.peer_pool = concurrent.futures.ThreadPoolExecutor(16, "cluster-peer")
-    return owner.peer_pool
+    if _process.pool is None:
+        _process.pool = concurrent.futures.ThreadPoolExecutor(16, "cluster-peer")
+    return _process.pool
 
 
 def _counts_ask() -> list[PodCount]:

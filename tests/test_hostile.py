@@ -1,6 +1,6 @@
 """Hostile clients against a real `manage.py serve` (gevent workers, WEB_CONCURRENCY=2, the
 default a pod runs with): the server keeps answering its probes and counting, and bounds what
-each client may hold (visits_site/server.py)."""
+each client may hold (visits_site/worker.py, visits_site/body_guard.py)."""
 
 import asyncio
 import concurrent.futures

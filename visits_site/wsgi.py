@@ -4,7 +4,8 @@ from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 from visits_site import backup_metrics
-from visits_site.server import AbsoluteFormHost, RequestBodyGuard
+from visits_site.absolute_form import AbsoluteFormHost
+from visits_site.body_guard import RequestBodyGuard
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visits_site.settings")
 

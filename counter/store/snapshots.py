@@ -40,6 +40,7 @@ from django.db.migrations.loader import MigrationLoader
 
 from counter.exceptions import SnapshotError, SnapshotRiskError
 from counter.models import VisitCounter
+from counter.store.database import COUNTER_ID
 from counter.store.files import (
     STAGED_SNAPSHOT,
     VISITS_FILE,
@@ -48,9 +49,8 @@ from counter.store.files import (
     database_files,
     database_path,
     file_replacement,
+    visits_file_read,
 )
-from counter.store.visits import COUNTER_ID
-from counter.store.visits_file import visits_file_read
 
 SchemaObject = tuple[str, str, str, str]  # type, name, table, its SQL (whitespace collapsed)
 _MADE = "snapshot-schema"  # the connection of the database made to compare a snapshot with
@@ -75,7 +75,7 @@ class Snapshot:
 
 def database_connect() -> sqlite3.Connection:
     """This pod's database, opened only if it exists (mode=rw): a missing one is never made
-    empty, which would also cost a running server the visits in its WAL (data_files.py)."""
+    empty, which would also cost a running server the visits in its WAL (guard.py)."""
     uri = f"file:{urllib.parse.quote(str(database_path()))}?mode=rw"
     return sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
 

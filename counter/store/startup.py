@@ -11,9 +11,8 @@ from django.db import transaction
 
 from counter.exceptions import DataDirError
 from counter.models import VisitCounter
-from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path
-from counter.store.visits import COUNTER_ID
-from counter.store.visits_file import visits_file_read
+from counter.store.database import COUNTER_ID
+from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path, visits_file_read
 
 
 def data_dir_check() -> None:

@@ -9,19 +9,20 @@ from datetime import date
 import pytest
 
 from counter.models import VisitCounter
-from counter.process import ProcessState, process_state_renew
-from counter.store.visits import COUNTER_ID
+from counter.process_local import process_local_close, process_local_renew
+from counter.store.database import COUNTER_ID
 from support.tools import ROOT
 
 DAY = date(2026, 11, 24)
 
 
 @pytest.fixture(autouse=True)
-def process_state() -> Iterator[ProcessState]:
-    """A fresh ProcessState for each test, as a new worker process starts with."""
-    state = process_state_renew()
-    yield state
-    state.close()
+def fresh_process() -> Iterator[None]:
+    """Every module's per-process state fresh for each test, as a new worker process starts with
+    it (counter/process_local.py); what a test opened is closed after it."""
+    process_local_renew()
+    yield
+    process_local_close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ BUILD_FLAGS ?= --format docker $(if $(wildcard /etc/ssl/certs/ca-certificates.cr
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 endif
 
-.PHONY: help run password-hash test test-unit lint lock format clean image docs podman-setup base-image demo manifests chart-readme bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply litestream litestream-image moto-image
+.PHONY: help run password-hash test test-unit lint lock format clean image docs podman-setup base-image demo manifests chart-readme bench cluster-up cluster-down cluster-recycle e2e helm k8s-base k8s-apply litestream litestream-image moto-image vulncheck
 
 # The first target, so plain `make` runs it: each target's `## ` comment is its line here.
 help:  ## this list (the default goal)
@@ -105,6 +105,11 @@ litestream-image:  ## the image of the chart's backup sidecar
 moto-image:  ## moto's S3 server, the backup e2e's store (never for backups)
 	$(ENGINE) build $(BUILD_FLAGS) -t $(MOTO_IMAGE) e2e/moto
 
+# Built first if missing; the Go vulnerability database is made from golang.org/x/vulndb on the
+# Go module proxy (scripts/vulncheck.py).
+vulncheck:  ## govulncheck on the Helm and Litestream builds
+	$(PYTHON) scripts/vulncheck.py
+
 # Root; the first build took 9 minutes here.
 cluster-up:  ## a Kubernetes built from source, 3 nodes here (NODES=1: one)
 	bash e2e/cluster.sh up
@@ -127,11 +132,17 @@ cluster-recycle:  ## the cluster down, up clean again, a new pod's DNS checked
 	bash e2e/cluster.sh down && bash e2e/cluster.sh up && bash e2e/cluster.sh load $(IMAGE) \
 	  && KUBECONFIG=$(CURDIR)/.cluster/kubeconfig bash e2e/cluster.sh dns-check $(IMAGE)
 
-# ruff, and the migration rule: within a major version migrations only add (django-migration-linter).
-lint: $(BIN)/activate  ## ruff (lint, format) and the project's own checks
+# ruff; which module may import which (import-linter, pyproject.toml); the migration rule: within
+# a major version migrations only add (django-migration-linter); and every pin the newest patch
+# release of its series on the package index and the Go module proxy (scripts/pins_current.py;
+# skipped with one line when they cannot be reached).
+lint: $(BIN)/activate  ## ruff, the import contracts, the project's own checks, pins current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --quiet --no-header -p no:cacheprovider counter/tests/test_migrations.py
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/pytest --quiet --no-header -p no:cacheprovider --tb=line --show-capture=no \
+	  counter/tests/test_migrations.py::test_every_migration_only_adds
+	$(BIN)/python scripts/pins_current.py
 
 format: $(BIN)/activate  ## ruff's fixes and formatting, applied
 	$(BIN)/ruff check --fix .

@@ -24,15 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import Load, cpu_seconds, wrk
-from support.servers import Server, collectstatic
+from bench.measure import Load, cpu_seconds, load_average, wrk, wrk_round
+from support.servers import Server, collectstatic, cpu_limited
 
 SYNC_WORKERS = "--worker-class sync"  # gunicorn.conf.py otherwise: the same app and settings
 PATHS = ("/", "/healthz")
-
-
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 async def _open_loop(port: int, path: str, rate: float, seconds: float) -> dict:
@@ -99,34 +95,6 @@ def open_loop(port: int, path: str, *, rate: float, seconds: float) -> dict:
     return asyncio.run(_open_loop(port, path, rate, seconds))
 
 
-@contextlib.contextmanager
-def cpu_limited(name: str, cores: float | None):
-    """A cgroup with a CFS quota of `cores` (100 ms period, like the kubelet's), yielding a
-    command prefix that starts a process in it; no limit and no prefix when `cores` is None."""
-    if cores is None:
-        yield []
-        return
-    quota = int(cores * 100_000)
-    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
-    if v2.exists() and "cpu" in v2.read_text().split():
-        group = Path(f"/sys/fs/cgroup/bench-{name}")
-        group.mkdir(exist_ok=True)
-        (group / "cpu.max").write_text(f"{quota} 100000")
-    else:
-        group = Path(f"/sys/fs/cgroup/cpu/bench-{name}")
-        group.mkdir(exist_ok=True)
-        (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text(str(quota))
-    try:
-        yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
-    finally:
-        for _ in range(50):  # the processes leave it as they exit
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                break
-            time.sleep(0.1)
-
-
 def latency_round(
     work: Path,
     *,
@@ -161,20 +129,7 @@ def latency_round(
             for path in PATHS:
                 order = list(servers) if number % 2 == 0 else list(servers)[::-1]
                 for name in order:
-                    server = servers[name]
-                    before = server.visits() if path == "/" else 0
-                    load = load_average()
-                    result = wrk(server.url(path), Load(duration, connections, threads))
-                    run = {
-                        "load_average": load,
-                        "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
-                        "p50_ms": round(result["p50_us"] / 1e3, 2),
-                        "p99_ms": round(result["p99_us"] / 1e3, 2),
-                        "errors": result["non_2xx"] + result["socket_errors"],
-                    }
-                    if path == "/":
-                        completed = result["requests"] - result["non_2xx"]
-                        run["lost"] = max(0, completed - (server.visits() - before))
+                    run = wrk_round(servers[name], path, Load(duration, connections, threads))
                     runs[f"{name} {path}"].append(run)
                     print(f"round {number + 1}: {name} {path}: {json.dumps(run)}", flush=True)
         moderate: dict[str, list[dict]] = {
@@ -198,7 +153,8 @@ def latency_round(
                     started = time.monotonic()
                     result = open_loop(servers[name].port, path, rate=rate, seconds=duration)
                     # Cores the server kept busy: at a low rate a request costs more CPU here
-                    # than under wrk (docs/performance.md), so half the rate is not half a load.
+                    # than under wrk (docs/performance-history.md), so half the rate is not
+                    # half a load.
                     result["server_cores"] = round(
                         (cpu_seconds(servers[name].process.pid) - cpu)
                         / (time.monotonic() - started),

@@ -101,6 +101,34 @@ def wrk(url: str, load: Load, *, new_connections: bool = False) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def wrk_round(server: Server, path: str, load: Load) -> dict:
+    """One wrk run on `path` in the figures of the side-by-side rounds (bench/latency.py,
+    bench/compare.py): throughput, p50, p99, errors, the server's CPU per request, the load
+    average as it began, and for `/` the visits lost."""
+    before = server.visits() if path == "/" else 0
+    cpu = cpu_seconds(server.process.pid)
+    began = load_average()
+    result = wrk(server.url(path), load)
+    run = {
+        "load_average": began,
+        "requests_per_s": round(result["requests"] / (result["duration_us"] / 1e6)),
+        "p50_ms": round(result["p50_us"] / 1e3, 2),
+        "p99_ms": round(result["p99_us"] / 1e3, 2),
+        "errors": result["non_2xx"] + result["socket_errors"],
+        "server_cpu_us_per_request": round(
+            (cpu_seconds(server.process.pid) - cpu) / max(1, result["requests"]) * 1e6
+        ),
+    }
+    if path == "/":
+        completed = result["requests"] - result["non_2xx"]
+        run["lost"] = max(0, completed - (server.visits() - before))
+    return run
+
+
 @dataclass(frozen=True)
 class Replica:
     """Litestream replicating a server's database, and the file its replica is restored into."""
@@ -310,6 +338,12 @@ def ratios(summary: dict[str, dict], hostile: dict) -> dict:
         ),
         "ratio_hostile_to_clean_counting": round(hostile["requests_per_s"] / counting, 3),
         "ratio_full_to_normal": round(summary["full"]["requests_per_s"] / counting, 3),
+        "ratio_counting_to_granian": round(counting / summary["granian"]["requests_per_s"], 3),
+        "ratio_no_database_to_granian": round(
+            summary["no_database"]["requests_per_s"]
+            / summary["granian_no_database"]["requests_per_s"],
+            3,
+        ),
     }
 
 

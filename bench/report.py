@@ -8,6 +8,8 @@ import re
 import statistics
 from pathlib import Path
 
+import yaml
+
 from support.tools import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -98,6 +100,8 @@ def write_doc(report: dict, chart: Path) -> None:
         "- the same, a new connection for each request:"
         f" {facts['ratio_counting_to_no_database_new_connections']}",
         f"- synchronous=FULL / NORMAL throughput: {facts['ratio_full_to_normal']}",
+        *granian_lines(report),
+        *scrape_lines(report),
         f"- cold start to ready on an empty volume: {facts['cold_start_s']:.2f} s;"
         f" restart with data: {facts['restart_with_data_s']:.2f} s"
         f" ({facts['visits_before_restart']} visits before, {facts['visits_after_restart']}"
@@ -133,6 +137,38 @@ def write_doc(report: dict, chart: Path) -> None:
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
     DOC.write_text(before + "\n".join(lines) + after)
+
+
+def granian_lines(report: dict) -> list[str]:
+    """Ours against granian on the same app (results written before that target had none)."""
+    summary, facts = report["summary"], report["facts"]
+    if "ratio_counting_to_granian" not in facts:
+        return []
+    ours = summary["GET /healthz (no database)"]["server_cpu_us_per_request"]
+    theirs = summary["GET /healthz, granian"]["server_cpu_us_per_request"]
+    return [
+        "- against granian (the same app, the same worker count, its access log on):"
+        f" counting **{facts['ratio_counting_to_granian']}** of its throughput, `/healthz`"
+        f" {facts['ratio_no_database_to_granian']}; server CPU per `/healthz` request {ours}"
+        f" against {theirs} us"
+    ]
+
+
+def scrape_lines(report: dict) -> list[str]:
+    """What a Prometheus scrape costs the pod, at the chart's ServiceMonitor interval
+    (docs/metrics.md links here)."""
+    scrape = report["summary"].get("GET /metrics (a scrape)")
+    if scrape is None:
+        return []
+    values = yaml.safe_load((ROOT / "k8s" / "chart" / "values.yaml").read_text())
+    interval = values["metrics"]["serviceMonitor"]["interval"]
+    seconds = int(re.fullmatch(r"(\d+)s", interval)[1])
+    share = scrape["server_cpu_us_per_request"] / (seconds * 1e6) * 100
+    return [
+        f"- a scrape of `/metrics` under wrk: {scrape['server_cpu_us_per_request']:,} us of the"
+        f" server's CPU; at one every {interval} (the chart's `metrics.serviceMonitor.interval`),"
+        f" {share:.3f} % of a core"
+    ]
 
 
 def latency_lines(latency: dict | None) -> list[str]:

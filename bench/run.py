@@ -4,8 +4,9 @@ A B A B rounds.
 The targets (bench/targets.py), each on a server started as the image starts it (`manage.py
 serve`, gunicorn.conf.py): counting `GET /`, the no-database `GET /healthz` of the same server,
 the same counting page with VISITS_SQLITE_SYNCHRONOUS=FULL, the counting page with Litestream
-replicating its database to a file replica (when scripts/litestream.sh has built it), and a
-naive file counter (bench/naive_app.py) under the same gunicorn settings. bench/measure.py
+replicating its database to a file replica (when scripts/litestream.sh has built it), a
+naive file counter (bench/naive_app.py) under the same gunicorn settings, and the same app on
+granian, the reference (bench/targets.py). bench/measure.py
 measures; bench/report.py writes bench/results/<date>.json, bench/results/<date>.svg and the
 results section of docs/performance.md.
 """
@@ -142,7 +143,7 @@ def measure(
         facts["peak_rss_mb"] = round(peak["bytes"] / 2**20, 1)
         facts |= restart_round(site)
     # Apart, once the servers above are stopped: gevent beside sync workers, each alone, with
-    # one worker (the chart's, per core of a pod's limit) and two (the app's default).
+    # one worker (the chart's, per core of a pod's limit) and two (the image's on two cores).
     latency = latency_round(work / "latency", workers=(1, 2), rounds=rounds,
                             duration=load.duration, connections=load.connections,
                             threads=load.threads)  # fmt: skip

@@ -32,6 +32,27 @@ class NaiveCounter(Server):
         return 0
 
 
+class Granian(Server):
+    """The same app (visits_site.wsgi, once `manage.py prepare` has run, as `serve` does) on
+    granian's WSGI server with its access log on, as ours has: the server a user would pick
+    instead, with the same worker count (WEB_CONCURRENCY) and granian's defaults otherwise.
+    No FileKeeper runs there (gunicorn.conf.py starts it), so the visits file is left as it is."""
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
+        # As `serve` does: the server opens only the database that `prepare` made.
+        serve = (
+            '"$0" manage.py prepare && VISITS_DATABASE_MUST_EXIST=1 exec "$0" -m granian'
+            ' --interface wsgi --access-log "$1"'
+        )
+        command = ["sh", "-c", serve, sys.executable, "visits_site.wsgi:application"]
+        super().__init__(data_dir, log_path, env, command=command)
+        self.env |= {
+            "GRANIAN_HOST": "127.0.0.1",
+            "GRANIAN_PORT": str(self.port),
+            "GRANIAN_WORKERS": self.env["WEB_CONCURRENCY"],
+        }
+
+
 @dataclass(frozen=True)
 class Site:
     """A server started in a fresh data directory named `name`, which is also its POD_NAME."""
@@ -58,6 +79,7 @@ class Target:
 
 # Also where the hostile, login, memory and restart measurements run.
 SITE = Site("site")
+GRANIAN = Site("granian", kind=Granian)
 TARGETS = [
     Target("counting", "GET / (counting)", SITE, "/"),
     Target(
@@ -81,6 +103,9 @@ TARGETS = [
     # What a Prometheus scrape costs, with the series the rounds before it left.
     Target("scrape", "GET /metrics (a scrape)", SITE, "/metrics", counts=False),
     Target("naive", "GET / naive file counter", Site("naive", kind=NaiveCounter), "/"),
+    # The reference: the same app on granian.
+    Target("granian", "GET / (counting), granian", GRANIAN, "/"),
+    Target("granian_no_database", "GET /healthz, granian", GRANIAN, "/healthz", counts=False),
     Target(
         "full",
         "GET / synchronous=FULL",

@@ -1,13 +1,5 @@
 from django.apps import AppConfig
 from django.contrib.auth.signals import user_logged_in
-from django.db.backends.signals import connection_created
-
-
-def _wait_cooperatively(sender: object, connection: object, **kwargs: object) -> None:
-    from counter.store.locks import sqlite_retry_wrapper
-
-    if sqlite_retry_wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(sqlite_retry_wrapper)
 
 
 class CounterConfig(AppConfig):
@@ -15,7 +7,7 @@ class CounterConfig(AppConfig):
     verbose_name = "Visits"
 
     def ready(self) -> None:
-        from counter.login_throttle import login_failures_clear  # it needs the models
+        # Imported once the app registry is ready: the login throttle needs the models.
+        from counter.login_throttle import login_failures_clear
 
-        connection_created.connect(_wait_cooperatively)
         user_logged_in.connect(login_failures_clear)

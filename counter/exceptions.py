@@ -21,6 +21,15 @@ class SnapshotError(StoreError):
     """A snapshot that must not be restored; the message says why."""
 
 
+class SnapshotRiskError(SnapshotError):
+    """A snapshot that may be restored only on purpose (`restore --force`): it would replace
+    this pod's count by another pod's, or by a lower one. `risks` says what would be lost."""
+
+    def __init__(self, risks: list[str]) -> None:
+        super().__init__("; ".join(risks))
+        self.risks = risks
+
+
 class SchemaError(StoreError):
     """The database was migrated by a later major version of the app (counter/store/schema.py);
     the message says how to go back."""
@@ -33,7 +42,7 @@ class DataDirError(StoreError):
 
 class CountingStoppedError(DatabaseError):
     """This process stopped counting: a database file it uses was deleted or replaced
-    (counter/store/data_files.py). A DatabaseError, so a visit answers 503."""
+    (counter/store/guard.py). A DatabaseError, so a visit answers 503."""
 
 
 class AdminUserError(ValueError):

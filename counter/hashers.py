@@ -8,13 +8,16 @@ without its password being hashed (counter/middleware.py).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from counter import metrics, process
+from counter import metrics
+from counter.concurrency import gevent_active, greenlet_semaphore, in_thread
 from counter.exceptions import PasswordChecksBusyError
+from counter.process_local import ProcessLocal
 
 # Seconds a login waits for a password check to be free before it answers 503. Under a flood
 # from many addresses (no lockout applies) the queue would otherwise grow without end, and
@@ -26,16 +29,20 @@ PASSWORD_CHECK_WAIT = 5
 T = TypeVar("T")
 
 
-def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
-    if not process.gevent_active():
-        return func(*args)
-    import gevent
-    import gevent.lock
+@dataclass
+class _Checks(ProcessLocal):
+    semaphore: Any = None  # gevent only: VISITS_PASSWORD_CHECKS slots, made at first use
 
-    owner = process.state
-    if owner.password_checks is None:
-        owner.password_checks = gevent.lock.BoundedSemaphore(settings.VISITS_PASSWORD_CHECKS)
-    checks = owner.password_checks
+
+_process = _Checks()
+
+
+def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
+    if not gevent_active():
+        return func(*args)
+    if _process.semaphore is None:
+        _process.semaphore = greenlet_semaphore(settings.VISITS_PASSWORD_CHECKS)
+    checks = _process.semaphore
     metrics.PASSWORD_CHECKS_WAITING.inc()
     try:
         free = checks.acquire(timeout=PASSWORD_CHECK_WAIT)
@@ -44,7 +51,7 @@ def _off_event_loop(func: Callable[..., T], *args: Any) -> T:
     if not free:
         raise PasswordChecksBusyError
     try:
-        return gevent.get_hub().threadpool.apply(func, args)
+        return in_thread(func, *args)
     finally:
         checks.release()
 

@@ -2,7 +2,8 @@
 slots for the three numbers that change on every visit, which each visit then fills in.
 
 Rendering the template and the chart for every visit costs far more than the counting
-statement; filling the slots, a small fraction of it (docs/performance.md). Between two visits
+statement; filling the slots, a small fraction of it (docs/performance-history.md, "What was
+tried on the counting path"). Between two visits
 only the total, today's count and the chart's scale change, and they are digits: nothing to
 escape, so filling them into the rendered page gives the same bytes as rendering it again (a
 unit test compares the two).
@@ -14,9 +15,9 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
-from counter import process
-from counter.chart import history_chart_scale, history_chart_svg
+from counter.process_local import ProcessLocal
 from counter.store.visits import PastDays, VisitTally
+from counter.svg import history_scale, history_svg
 
 # A slot is its name between NULs: NUL cannot occur in the template, in an environment
 # variable (the pod name) or in the version, so the rendered page holds no other.
@@ -29,13 +30,21 @@ def _slot(name: str) -> SafeString:
 
 @dataclass(frozen=True)
 class Frame:
-    """The page rendered for one history window, kept in `process.state.home_frame`."""
+    """The page rendered for one history window."""
 
     past: PastDays
     pod: str
     version: str
     past_peak: int  # the busiest past day, for the chart's scale
     pieces: tuple[str, ...]  # the rendered page split at its slots: text, slot name, text, ...
+
+
+@dataclass
+class _Page(ProcessLocal):
+    frame: Frame | None = None  # this process's, for the latest history window
+
+
+_process = _Page()
 
 
 def _frame_render(past: PastDays) -> Frame:
@@ -45,7 +54,7 @@ def _frame_render(past: PastDays) -> Frame:
             "pod": settings.POD_NAME,
             "total": _slot("total"),
             "today": _slot("today"),
-            "chart": history_chart_svg(
+            "chart": history_svg(
                 past=past.days, today=past.today, visits=_slot("today"), scale=_slot("scale")
             ),
             "days": len(past.days) + 1,
@@ -67,19 +76,18 @@ def _frame_render(past: PastDays) -> Frame:
 
 def home_page_html(*, tally: VisitTally, past: PastDays) -> str:
     """The page for `tally`, with the history chart of `past` (visits_past_days) and today."""
-    owner = process.state
-    frame = owner.home_frame
+    frame = _process.frame
     if (
         frame is None
         or frame.past is not past
         or frame.pod != settings.POD_NAME
         or frame.version != settings.APP_VERSION
     ):
-        frame = owner.home_frame = _frame_render(past)
+        frame = _process.frame = _frame_render(past)
     values = {
         "total": str(tally.total),
         "today": str(tally.today),
-        "scale": history_chart_scale(busiest=max(frame.past_peak, tally.today)),
+        "scale": history_scale(busiest=max(frame.past_peak, tally.today)),
     }
     pieces = list(frame.pieces)
     pieces[1::2] = [values[name] for name in pieces[1::2]]

@@ -1,8 +1,9 @@
-"""Logging for the settings' LOGGING and gunicorn: quiet lines for rejected requests, and the
-JSON lines of VISITS_LOG_FORMAT=json.
+"""Logging for the settings' LOGGING and gunicorn's logger: quiet lines for rejected requests,
+and the JSON lines of VISITS_LOG_FORMAT=json.
 
-Nothing of Django is imported at the top: gunicorn's master imports this module (gunicorn.conf.py)
-before Django is set up (counter/metrics.py says why that matters).
+Nothing of Django is imported at the top: gunicorn's master imports this module through its
+logger class (visits_site/gunicorn_logger.py) before Django is set up (counter/metrics.py says
+why that matters).
 """
 
 import datetime
@@ -10,8 +11,6 @@ import json
 import logging
 import os
 import socket
-
-from gunicorn import glogging
 
 
 class QuietRejectionsFilter(logging.Filter):
@@ -70,20 +69,9 @@ class JsonFormatter(logging.Formatter):
 
 def startup_line(message: str, *, logger: str) -> str:
     """A line `prepare` writes on its standard output, in the log format of the settings."""
-    from django.conf import settings
+    from django.conf import settings  # not at the top: see the module's docstring
 
     if settings.VISITS_LOG_FORMAT != "json":
         return message
     record = logging.LogRecord(logger, logging.INFO, "", 0, message, None, None)
     return JsonFormatter().format(record)
-
-
-class GunicornLogger(glogging.Logger):
-    """gunicorn's logger (its error log and access log), with VISITS_LOG_FORMAT=json writing
-    the same JSON objects as the app's log (gunicorn.conf.py selects it)."""
-
-    def setup(self, cfg) -> None:
-        super().setup(cfg)
-        for log in (self.error_log, self.access_log):
-            for handler in log.handlers:
-                handler.setFormatter(JsonFormatter())

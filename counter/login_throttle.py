@@ -44,7 +44,8 @@ def _limits(username: str) -> dict[str | None, int]:
     }
 
 
-# A login attempt's lockouts, read in plain SQL: a 429 costs about a 404 (the ORM tripled it).
+# A login attempt's lockouts, read in plain SQL: a refused flood must stay as cheap as 404s, and
+# the ORM's query building costs more than the query.
 _LOCKOUTS = (
     f"SELECT username, failures, last_failure FROM {LoginFailures._meta.db_table}"
     " WHERE address = %s AND (username = %s OR username IS NULL) AND last_failure > %s"

@@ -13,14 +13,14 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.log import log_response
 
-from counter import metrics, process
+from counter import metrics
+from counter.concurrency import gevent_active
 from counter.exceptions import PasswordChecksBusyError
 from counter.hashers import PASSWORD_CHECK_WAIT
 from counter.login_throttle import client_address, login_retry_after
-from counter.store.visits import store_database_close
+from counter.store.database import store_database_close
 
 logger = logging.getLogger(__name__)
-login_logger = logging.getLogger("counter.login_throttle")  # the name its lines always had
 
 STYLE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "counter" / "style.html"
 REFUSAL_DELAY = 1.0  # seconds before a 429, in gevent workers
@@ -142,7 +142,7 @@ class LoginThrottleMiddleware:
         )
 
     def _refused(self, request: HttpRequest, retry_after: int) -> HttpResponse:
-        if process.gevent_active():
+        if gevent_active():
             # A greenlet's pause costs nothing, and a client looping on refused attempts
             # sends one a second per connection instead of as many as the server can answer.
             time.sleep(REFUSAL_DELAY)
@@ -169,7 +169,7 @@ def _refusal(
         content_type="text/plain; charset=utf-8",
         headers={"Retry-After": str(retry_after)},
     )
-    log_response(log, *log_args, response=response, request=request, logger=login_logger)
+    log_response(log, *log_args, response=response, request=request, logger=logger)
     return response
 
 

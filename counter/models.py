@@ -5,6 +5,10 @@ class VisitCounter(models.Model):
     """This pod's total number of visits: a single row, id 1, created by `manage.py prepare`."""
 
     total = models.PositiveBigIntegerField(default=0)
+    # The pod whose count this is, written by `prepare` at every start: a snapshot of the
+    # database says where it comes from (`manage.py restore` asks before it crosses pods).
+    # NULL in a database no version 1.3.0 or later has started on.
+    pod = models.CharField(max_length=253, null=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = "visit counter"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from counter import process
+from counter.process_local import ProcessLocal
 from counter.store.files import CLUSTER_CACHE, CLUSTER_LOCK, data_path, file_replace
 from counter.store.locks import FileLock
 from counter.store.visits import visits_total
@@ -30,8 +30,17 @@ ANSWER_WITHIN = 1.3  # the page does not wait longer than this for the slowest p
 CACHE_SECONDS = 2.0
 MAX_BODY = 4096
 
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A peer that answers a redirect gives a bad answer: followed, it could send the fan-out
+    to any address this pod reaches (another Service, a cloud's metadata endpoint)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # urllib then raises HTTPError with the redirect's status
+
+
 # Peers answer with their own URL's host, or the Service name, which DJANGO_ALLOWED_HOSTS allows.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 
 
 @dataclass(frozen=True)
@@ -146,12 +155,23 @@ def _name_of(peer: Peer) -> str | None:
     return labels[0] if len(labels) > 1 and labels[1] == service else None
 
 
+@dataclass
+class _Peers(ProcessLocal):
+    pool: concurrent.futures.ThreadPoolExecutor | None = None  # made at first use
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+_process = _Peers()
+
+
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """This process's threads for asking peers (a forked process makes its own)."""
-    owner = process.state
-    if owner.peer_pool is None:
-        owner.peer_pool = concurrent.futures.ThreadPoolExecutor(16, "cluster-peer")
-    return owner.peer_pool
+    if _process.pool is None:
+        _process.pool = concurrent.futures.ThreadPoolExecutor(16, "cluster-peer")
+    return _process.pool
 
 
 def _counts_ask() -> list[PodCount]:

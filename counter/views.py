@@ -8,14 +8,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from counter.chart import cluster_chart_svg
 from counter.exceptions import FormatError
 from counter.health import readiness_problem
 from counter.home_page import home_page_html
-from counter.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from counter.metrics import metrics_exposition
 from counter.peers import cluster_counts
+from counter.pod_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from counter.pod_metrics import metrics_exposition
 from counter.store.visits import visit_record, visits_current, visits_past_days, visits_total
+from counter.svg import cluster_svg
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -75,7 +75,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, the whole pod's from any of its workers (counter/metrics.py)."""
+    """Prometheus text format, the whole pod's from any of its workers (counter/pod_metrics.py)."""
     return HttpResponse(metrics_exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
@@ -97,7 +97,7 @@ def cluster(request: HttpRequest) -> HttpResponse:
         "counts": counts,
         "total": total,
         "reachable": sum(count.error is None for count in counts),
-        "chart": cluster_chart_svg(counts),
+        "chart": cluster_svg(counts),
         "version": settings.APP_VERSION,
     }
     return HttpResponse(render_to_string("counter/cluster.html", context))

@@ -1,6 +1,7 @@
 """HTTP requests to a server on 127.0.0.1, and the waits for a visits file to catch up."""
 
 import http.client
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,16 @@ def http_request(
         return response.status, response.read(), response
     finally:
         connection.close()
+
+
+def exchange(port: int, data: bytes, *, wait: float = 30) -> bytes:
+    """Send `data`, raw bytes, on a new connection, then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as client:
+        client.sendall(data)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+        return received
 
 
 def wait_for_text(read: Callable[[], str], expected: str, what: str, timeout: float = 1.0) -> None:

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from support.clients import http_request, wait_for_file
@@ -225,3 +226,49 @@ def wait_until_every_worker_accepts(server, workers: list[int], timeout: float =
             return
         assert time.monotonic() < deadline, f"not every worker accepts: {held}"
         time.sleep(0.2)
+
+
+# Where cpu_limited makes its cgroups: cgroup v2 with its cpu controller, else v1's cpu.
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def _cgroup_v2_cpu() -> bool:
+    controllers = CGROUP_V2 / "cgroup.controllers"
+    return controllers.exists() and "cpu" in controllers.read_text().split()
+
+
+def cpu_limit_missing() -> str | None:
+    """Why cpu_limited cannot make its cgroup here, if it cannot."""
+    if os.geteuid() != 0:
+        return "a cgroup with a CPU quota needs root"
+    if not _cgroup_v2_cpu() and not CGROUP_V1_CPU.is_dir():
+        return "no cgroup file system with a cpu controller"
+    return None
+
+
+@contextlib.contextmanager
+def cpu_limited(name: str, cores: float | None) -> Iterator[list[str]]:
+    """A cgroup with a CFS quota of `cores` (100 ms period, like the kubelet's), yielding a
+    command prefix that starts a process in it; no limit and no prefix when `cores` is None."""
+    if cores is None:
+        yield []
+        return
+    quota = int(cores * 100_000)
+    if _cgroup_v2_cpu():
+        group = CGROUP_V2 / f"bench-{name}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.max").write_text(f"{quota} 100000")
+    else:
+        group = CGROUP_V1_CPU / f"bench-{name}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    try:
+        yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
+    finally:
+        for _ in range(50):  # the processes leave it as they exit
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                break
+            time.sleep(0.1)

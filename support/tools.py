@@ -28,7 +28,8 @@ def _built(name: str, version: str) -> str | None:
 
 def helm_binary() -> str | None:
     """The pinned Helm, else any helm on PATH (the chart needs no newer one)."""
-    return _built("helm", VERSIONS["HELM_VERSION"]) or shutil.which("helm")
+    version = f"{VERSIONS['HELM_VERSION']}-{VERSIONS['HELM_GO_TOOLCHAIN']}"
+    return _built("helm", version) or shutil.which("helm")  # as scripts/go-tool.sh keeps it
 
 
 LITESTREAM_MISSING = (
@@ -39,7 +40,8 @@ LITESTREAM_MISSING = (
 
 def litestream_binary() -> str | None:
     """The pinned Litestream only: the benchmark reports its version with its figures."""
-    return _built("litestream", VERSIONS["LITESTREAM_VERSION"])
+    version = f"{VERSIONS['LITESTREAM_VERSION']}-{VERSIONS['LITESTREAM_GO_TOOLCHAIN']}"
+    return _built("litestream", version)  # as scripts/go-tool.sh keeps it
 
 
 def checker_binary(name: str) -> str | None:

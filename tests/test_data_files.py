@@ -1,5 +1,5 @@
 """An operator deletes or replaces a database file under a running server
-(counter/store/data_files.py).
+(counter/store/guard.py).
 
 Each test counts visits from several clients, damages the files as a careless operator would,
 and checks that the server stops counting, says why on /readyz and in its log, and, after a

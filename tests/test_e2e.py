@@ -165,11 +165,14 @@ def test_a_snapshot_of_one_pod_restored_into_another(deployed, tmp_path):
     assert result.returncode == 0, result.stderr
     t.lines.append(f"$ {shlex.join(backup)} > pod0.sqlite3\n{result.stderr}")
     t.note(f"pod0.sqlite3: {snapshot.stat().st_size} bytes")
-    restore = ["kubectl", "exec", "-i", "app-python-2", "--", "python", "manage.py", "restore", "-"]
+    # Another pod's database: restore asks for --force, and warns with it.
+    restore = ["kubectl", "exec", "-i", "app-python-2", "--", "python", "manage.py", "restore",
+               "--force", "-"]  # fmt: skip
     with snapshot.open("rb") as source:
         result = subprocess.run(restore, stdin=source, capture_output=True, text=True)
     t.lines.append(f"$ {shlex.join(restore)} < pod0.sqlite3\n{result.stdout}{result.stderr}")
     assert result.returncode == 0, result.stderr
+    assert "warning (--force): the snapshot is the database of pod app-python-0" in result.stderr
     uid = get("pod", "app-python-2")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-2")
     until("a new app-python-2", lambda: "app-python-2" in ready_pods()

@@ -263,12 +263,15 @@ def test_a_snapshot_restored_with_backup_on_is_what_the_replica_keeps(installed,
     visit = "import urllib.request as u\nfor _ in range(50): u.urlopen('http://localhost:8000/')"
     t.note("50 visits after the snapshot, then the snapshot restored")
     t.kubectl("exec", POD, "-c", "app", "--", "python", "-c", visit)
+    # 50 visits fewer than the live count: restore asks for --force, and warns with it.
     restore = ["kubectl", "-n", NAMESPACE, "exec", "-i", POD, "-c", "app", "--",
-               "python", "manage.py", "restore", "-"]  # fmt: skip
+               "python", "manage.py", "restore", "--force", "-"]  # fmt: skip
     with snapshot.open("rb") as source:
         result = subprocess.run(restore, stdin=source, capture_output=True, text=True)
     t.lines.append(f"$ {' '.join(restore)} < snapshot.sqlite3\n{result.stdout}{result.stderr}")
     assert result.returncode == 0, result.stderr
+    lost = re.search(r"the (\d+) visits between would be lost", result.stderr)
+    assert lost and int(lost[1]) >= 50, result.stderr  # 50, and any visit another client made
     uid = get("pod", POD)["metadata"]["uid"]
     t.kubectl("delete", "pod", POD)
     until(f"a new {POD}", lambda: ready(POD) and get("pod", POD)["metadata"]["uid"] != uid)

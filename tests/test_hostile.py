@@ -1,6 +1,6 @@
 """Hostile clients against a real `manage.py serve` (gevent workers, WEB_CONCURRENCY=2, the
 default a pod runs with): the server keeps answering its probes and counting, and bounds what
-each client may hold (visits_site/server.py)."""
+each client may hold (visits_site/worker.py, visits_site/body_guard.py)."""
 
 import asyncio
 import concurrent.futures
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from support import hostile
-from support.clients import http_request
+from support.clients import exchange, http_request
 
 pytestmark = pytest.mark.server
 
@@ -39,16 +39,6 @@ def test_slow_idle_and_slow_post_clients_leave_probes_and_counting_intact(make_s
     for _ in range(20):  # and normal afterwards
         assert server.get("/")[0] == 200
     assert server.visits() == visits + 20
-
-
-def exchange(port: int, data: bytes, *, wait: float = 30) -> bytes:
-    """Send `data` on a new connection, then read until the server closes it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as client:
-        client.sendall(data)
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
-        return received
 
 
 def test_a_connection_that_sends_nothing_is_closed(make_server):

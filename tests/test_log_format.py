@@ -21,7 +21,12 @@ def test_json_logs_one_object_per_line_from_start_to_access_log(make_server):
         assert {"time", "level", "logger", "message", "pod"} <= entry.keys(), entry
         assert entry["pod"] == "app-python-0"
     loggers = {entry["logger"] for entry in entries}
-    assert {"counter.prepare", "gunicorn.error", "gunicorn.access", "django.request"} <= loggers
+    assert {
+        "counter.management.commands.prepare",
+        "gunicorn.error",
+        "gunicorn.access",
+        "django.request",
+    } <= loggers
     (ready,) = [e for e in entries if e["message"].startswith("ready: pod app-python-0")]
     assert ready["level"] == "INFO"
     (visit,) = [e for e in entries if e["logger"] == "gunicorn.access" and e["path"] == "/"]

@@ -2,6 +2,8 @@
 cooperative lock retries (counter/store/locks.py) against a real `litestream replicate` beside
 a real server, proven by restoring the replica."""
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -121,3 +123,30 @@ def test_the_sidecars_metrics_are_relayed_on_their_own_port_and_its_profiler_is_
     assert visit_there == 404 and server.visits() == 0  # that port counts nothing
     assert b"app_python_" in app_metrics and b"litestream_" not in app_metrics
     assert http_request(server.port, "/healthz")[0] == 200
+
+
+def test_a_snapshot_of_a_replicated_database_restores_with_litestreams_tables(
+    make_server, replicator, tmp_path
+):
+    """Litestream adds two tables of its own to the database it replicates; `manage.py
+    restore`, which refuses any schema object the app does not make, takes those."""
+    server = make_server().start().wait_ready()
+    replicator(server)
+    for _ in range(5):
+        server.get("/")
+    database = server.data_dir / "db.sqlite3"
+    deadline = time.monotonic() + 30
+    while not {"_litestream_seq", "_litestream_lock"} <= tables_of(database):
+        assert time.monotonic() < deadline, tables_of(database)
+        time.sleep(0.1)
+    snapshot = tmp_path / "snapshot.sqlite3"
+    assert server.manage("backup", "--output", str(snapshot)).returncode == 0
+    assert {"_litestream_seq", "_litestream_lock"} <= tables_of(snapshot)
+    result = server.manage("restore", str(snapshot))
+    assert result.returncode == 0, result.stderr
+    assert b"staged a snapshot of 5 visits" in result.stdout
+
+
+def tables_of(path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master")}

@@ -1,19 +1,28 @@
-"""A server told to stop (SIGTERM, as the kubelet sends it after the pod's preStop pause) closes
-its kept-alive connections cleanly, on a real `manage.py serve`: each connection's next request
-is answered, with `Connection: close`, and the server's end is then closed with a FIN, never a
-reset; a request half sent when the signal came is still answered; an idle connection is closed
-the same way once its keep-alive time is up. Every visit answered is counted.
+"""A server told to stop, on a real `manage.py serve`.
 
-This is gunicorn's own behaviour (its worker stops accepting, answers each kept-alive
-connection's next request with `Connection: close` and waits up to graceful_timeout for them),
-which the chart's grace period is built around (k8s/chart/templates/statefulset.yaml)."""
+SIGTERM (as the kubelet sends it after the pod's preStop pause) closes its kept-alive
+connections cleanly: each connection's next request is answered, with `Connection: close`, and
+the server's end is then closed with a FIN, never a reset; a request half sent when the signal
+came is still answered; an idle connection is closed the same way once its keep-alive time is
+up. Every visit answered is counted. This is gunicorn's own behaviour (its worker stops
+accepting, answers each kept-alive connection's next request with `Connection: close` and waits
+up to graceful_timeout for them), which the chart's grace period is built around
+(k8s/chart/templates/statefulset.yaml).
 
+Ctrl-C in the terminal of `make run` sends SIGINT to the whole process group, master and
+workers at once: the server stops at once, quietly, and keeps every visit it answered
+(visits_site/worker.py, handle_quit).
+"""
+
+import os
 import signal
 import socket
 import threading
 import time
 
 import pytest
+
+from support.servers import database_total
 
 pytestmark = pytest.mark.server
 
@@ -101,3 +110,37 @@ def test_a_stopping_server_closes_each_kept_alive_connection_between_requests(ma
     answered = sum(len(c.statuses) for c in busy) + 2  # and the idle and half-sent ones
     server.start().wait_ready()
     assert server.visits() == answered
+
+
+def test_ctrl_c_to_the_process_group_stops_the_server_quietly_and_keeps_the_count(make_server):
+    """Five times, with four clients counting visits when it comes: exit code 0, no traceback
+    (gunicorn's gevent worker printed `SystemExit: 0` in about half the runs), and after a
+    restart the database and the visits file hold every visit answered, and at most one more
+    per client (a visit counted whose answer the stop cut off)."""
+    server = make_server()  # two workers, as `make run` has on two cores
+    answered = 0
+    for stop in range(1, 6):
+        server.start().wait_ready()
+        visitors = [KeptAlive(server.port) for _ in range(4)]
+        for visitor in visitors:
+            visitor.start()
+        deadline = time.monotonic() + 10
+        while sum(len(visitor.statuses) for visitor in visitors) < 40:
+            assert time.monotonic() < deadline, "the visitors got no answers"
+            time.sleep(0.01)
+        output_before = len(server.log())
+
+        os.killpg(server.process.pid, signal.SIGINT)
+        assert server.process.wait(30) == 0
+        for visitor in visitors:
+            visitor.join(timeout=10)
+
+        output = server.log()[output_before:]
+        assert "Traceback" not in output and "SystemExit" not in output, output
+        assert "Handling signal: int" in output  # the master saw Ctrl-C, not only the workers
+        answered += sum(visitor.statuses.count(200) for visitor in visitors)
+        counted = database_total(server.data_dir / "db.sqlite3")
+        assert answered <= counted <= answered + stop * len(visitors)
+    server.start().wait_ready()
+    assert server.visits() == counted
+    assert server.file_count() == f"{counted}\n"

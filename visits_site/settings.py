@@ -51,7 +51,7 @@ VISITS_DATABASE = VISITS_DATA_DIR / "db.sqlite3"
 # `serve` starts gunicorn with this set, once `prepare` has made the database: the server's
 # connections then open an existing file only, so a database deleted under a running server is
 # not re-created empty beside the one its older connections still use
-# (counter/store/data_files.py).
+# (counter/store/guard.py).
 VISITS_DATABASE_MUST_EXIST = _env_flag("VISITS_DATABASE_MUST_EXIST")
 
 # NORMAL in WAL mode: a committed visit survives the crash or SIGKILL of any process; only a
@@ -74,7 +74,7 @@ VISITS_BACKUP_METRICS_URL = os.environ.get("VISITS_BACKUP_METRICS_URL", "")
 VISITS_BACKUP_METRICS_PORT = int(os.environ.get("VISITS_BACKUP_METRICS_PORT", "9090"))
 
 # Request bodies are read into memory up to this size, larger ones refused with 413
-# (visits_site/server.py); Django then never spools an upload to disk.
+# (visits_site/body_guard.py); Django then never spools an upload to disk.
 VISITS_MAX_BODY_BYTES = int(os.environ.get("VISITS_MAX_BODY_BYTES", str(64 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = VISITS_MAX_BODY_BYTES
 
@@ -142,14 +142,14 @@ TEMPLATES = [
 
 DATABASES = {
     "default": {
-        "ENGINE": "counter.store.sqlite",  # Django's, checking the files first (data_files.py)
+        "ENGINE": "counter.store.sqlite",  # Django's, set up by the store (sqlite/base.py)
         "NAME": (
             f"file:{urllib.parse.quote(str(VISITS_DATABASE))}?mode=rw"
             if VISITS_DATABASE_MUST_EXIST
             else VISITS_DATABASE
         ),
         # Persistent connections, opened after gunicorn forks: one per thread (per greenlet in a
-        # gevent worker, whose counting shares one: counter/store/visits.py store_database).
+        # gevent worker, whose counting shares one: counter/store/database.py).
         "CONN_MAX_AGE": None,
         "OPTIONS": {
             # A DEFERRED transaction that reads then writes fails at once with "database is
@@ -161,7 +161,7 @@ DATABASES = {
             "init_command": (
                 # Small pages for a new database (an existing one keeps its own): a visit
                 # writes two pages to the WAL, and 1 KiB ones count faster (measured in
-                # docs/performance.md). It must come before WAL mode is set.
+                # docs/performance-history.md). It must come before WAL mode is set.
                 "PRAGMA page_size=1024;"
                 "PRAGMA journal_mode=WAL;"
                 f"PRAGMA synchronous={VISITS_SQLITE_SYNCHRONOUS};"

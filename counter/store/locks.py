@@ -11,9 +11,9 @@ every one of them, the kubelet's probes included. Nothing here blocks the event 
   the lock is released. The event loop waits for that thread, blocked, for at most
   FLOCK_HANDOFF (another worker's visit holds the lock for tens of microseconds), then serves
   its other connections until the lock is free and tries again. A process holds the lock
-  only while it uses it: a lock the thread took while the event loop was busy elsewhere was
-  held for a whole turn of the loop (3 to 60 ms on average, 7 to 28% of visits), and the
-  other worker's visits queued behind it (docs/performance.md, "Latency under load").
+  only while it uses it: a lock that the thread took while the event loop was busy elsewhere
+  would be held for a whole turn of the loop, with the other worker's visits queued behind
+  it (docs/performance-history.md, "Latency under load").
   Without gevent (sync workers, management commands, in-process tests) the tries and sleeps
   remain: nothing else waits on that thread.
 """
@@ -29,14 +29,13 @@ from typing import TypeVar
 
 from django.db import OperationalError
 
-from counter import process
+from counter.concurrency import ThreadCall, gevent_active, os_lock
 
 T = TypeVar("T")
 
 LOCK_WAIT = 5.0  # seconds; then the caller fails (a visit answers 503)
-# Seconds the event loop waits, blocked, for a lock another process holds. Measured under
-# wrk with 2 workers: 73 to 98% of the waits for the other worker ended within this (fewer
-# as the load on the cores grew).
+# Seconds the event loop waits, blocked, for a lock another process holds: most waits for the
+# other worker's visit end within it (docs/performance-history.md, "Latency under load").
 FLOCK_HANDOFF = 0.002
 _BUSY = ("database is locked", "database table is locked", "database schema is locked")
 
@@ -88,16 +87,12 @@ class _FlockWaiter:
     at once: `done` then only says that the lock was free."""
 
     def __init__(self, fd: int) -> None:
-        import gevent
-        from gevent.monkey import get_original
-
-        os_lock = get_original("_thread", "allocate_lock")  # blocks the thread, not a greenlet
         self._state = os_lock()
         self._taken = os_lock()
         self._taken.acquire()
         self._handed = False
         self._caller_left = False
-        self.done = gevent.get_hub().threadpool.spawn(self._take, fd)
+        self.done = ThreadCall(self._take, fd)
 
     def _take(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -136,7 +131,7 @@ class FileLock:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if process.gevent_active():
+            if gevent_active():
                 self._flock_off_loop()
             else:
                 flock_exclusive(self._fd, what=str(self.path))
@@ -149,19 +144,19 @@ class FileLock:
         than FLOCK_HANDOFF at a time: at once if it is free, else from a pool thread blocked
         in flock; when that takes longer, serve the other connections until the lock was free,
         then try again."""
-        import gevent
-
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             waiter = self._waiter
             if waiter is not None:
                 try:
-                    waiter.done.get(timeout=max(0.0, deadline - time.monotonic()))
-                except gevent.Timeout:
-                    raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s") from None
+                    ended = waiter.done.wait(timeout=max(0.0, deadline - time.monotonic()))
                 finally:
-                    if waiter.done.ready():  # ended, or failed (then raised here)
+                    # Only a thread that is gone is forgotten: one still blocked in flock (this
+                    # wait timed out, or this greenlet was interrupted) takes the lock later.
+                    if waiter.done.ended():  # returned, or failed (then raised here)
                         self._waiter = None
+                if not ended:
+                    raise TimeoutError(f"{self.path} still held after {LOCK_WAIT} s")
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return

@@ -6,13 +6,13 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from counter.exceptions import DataDirError
 from counter.models import VisitCounter
-from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path
-from counter.store.visits import COUNTER_ID
-from counter.store.visits_file import visits_file_read
+from counter.store.database import COUNTER_ID
+from counter.store.files import REPLACEMENTS, VISITS_FILE, data_dir, data_path, visits_file_read
 
 
 def data_dir_check() -> None:
@@ -51,14 +51,17 @@ def database_check(*, path: Path) -> None:
 
 
 def counter_initialize() -> int | None:
-    """Create the counter row if this database has none; return the adopted legacy count.
+    """Create the counter row if this database has none, and record which pod's it is; return
+    the adopted legacy count.
 
     A `visits` file found next to a new database was left by an earlier version of the app:
     its number becomes the starting count, once. Garbage in it stops the start-up rather than
     silently starting from zero.
     """
     with transaction.atomic():
-        if VisitCounter.objects.filter(pk=COUNTER_ID).exists():
+        counter = VisitCounter.objects.filter(pk=COUNTER_ID)
+        if counter.exists():
+            counter.exclude(pod=settings.POD_NAME).update(pod=settings.POD_NAME)
             return None
         try:
             legacy = visits_file_read(data_path(VISITS_FILE))
@@ -67,5 +70,5 @@ def counter_initialize() -> int | None:
                 f"{error}. The database is new, so that file would be its starting count:"
                 " fix the number or delete the file to start from 0."
             ) from error
-        VisitCounter.objects.create(pk=COUNTER_ID, total=legacy or 0)
+        VisitCounter.objects.create(pk=COUNTER_ID, total=legacy or 0, pod=settings.POD_NAME)
     return legacy

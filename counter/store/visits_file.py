@@ -1,43 +1,42 @@
 """The `visits` file beside the database: the total as plain text, for `cat`.
 
-Visits never touch it: replacing a file costs far more than counting a visit (ext4 starts
-writeback on rename, docs/performance.md). Instead every worker process runs a FileKeeper that,
-every PERIOD seconds, reads the total and the file and replaces the file when they differ. So
-the file trails the database by about PERIOD, and a file an operator deleted or overwrote is
-rebuilt just as fast, visits or not. Each replacement is a temporary file renamed over the old
-one, so a reader never sees it empty or partial, made under `.visits.lock` with the total read
-under that lock, so it never goes backwards whichever process writes it. A worker also syncs
-the file when it exits (gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
+Visits never touch it: replacing a file costs far more than counting a visit (ext4 starts writeback
+on rename, docs/performance-history.md). Instead every worker process runs a FileKeeper that, every
+PERIOD seconds, reads the total and the file and replaces the file when they differ. So the file
+trails the database by about PERIOD, and a file an operator deleted or overwrote is rebuilt just as
+fast, visits or not. Each replacement is a temporary file renamed over the old one, so a reader
+never sees it empty or partial, made under `.visits.lock` with the total read under that lock, so it
+never goes backwards whichever process writes it. A worker also syncs the file when it exits
+(gunicorn.conf.py's worker_exit), and `prepare` rebuilds it at start.
 """
 
 import logging
 import threading
-from collections.abc import Callable
-from pathlib import Path
+import time
+from dataclasses import dataclass
 
 from django.db import DatabaseError
 
-from counter import process
 from counter.exceptions import CountBackwardsError, StoreError
-from counter.store.files import VISITS_FILE, VISITS_LOCK, data_path, file_replace
+from counter.process_local import ProcessLocal
+from counter.store.database import store_database_close
+from counter.store.files import (
+    VISITS_FILE,
+    VISITS_LOCK,
+    data_path,
+    file_replace,
+    visits_file_read,
+)
+from counter.store.guard import counting_stopped, data_files_watch
 from counter.store.locks import FileLock
-from counter.store.visits import MAX_COUNT, store_database_close, visits_total
+from counter.store.visits import visits_total
 
-logger = logging.getLogger("counter.visits_file")  # the name its log lines always had
+logger = logging.getLogger(__name__)
 
 PERIOD = 0.25  # well inside the second the file may trail the database
-
-
-def visits_file_read(path: Path) -> int | None:
-    """The count a visits file holds; None if there is no file. Raises ValueError if garbage."""
-    try:
-        text = path.read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        return None
-    value = text.strip()
-    if not value.isdigit() or int(value) > MAX_COUNT:
-        raise ValueError(f"{path} holds {text[:40]!r}, not a count of visits")
-    return int(value)
+# A keeper that has not begun a check for this long is stuck or gone (a check waits at most
+# 5 s for the file's lock and 5 s for the database's): /readyz then says so.
+LATE = 15.0
 
 
 def visits_file_sync(*, backwards_ok: bool = False) -> int:
@@ -72,20 +71,21 @@ def visits_file_sync(*, backwards_ok: bool = False) -> int:
 
 class FileKeeper:
     """Syncs the visits file every `period` seconds, in a daemon thread (a greenlet in a gevent
-    worker) of this process, after `watch` (the check of counter/store/data_files.py). A failure
-    is logged once, when it starts, and again when it ends. Once this process stopped counting,
-    it leaves the file alone: what it reads may be a database that lost visits."""
+    worker) of this process, after the guard's watch over the database files
+    (counter/store/guard.py). A failure is logged once, when it starts, and again when it ends,
+    and /readyz reports it (visits_file_problem). Once this process stopped counting, it leaves
+    the file alone: what it reads may be a database that lost visits."""
 
-    def __init__(self, period: float = PERIOD, watch: Callable[[], None] | None = None) -> None:
+    def __init__(self, period: float = PERIOD) -> None:
         self.period = period
-        self.watch = watch
         self.problem: str | None = None
+        self.began_at = time.monotonic()  # the last check's start
         self._stopped = threading.Event()
 
     def check(self) -> None:
-        if self.watch is not None:
-            self.watch()
-        if process.state.data_files_problem is not None:
+        self.began_at = time.monotonic()
+        data_files_watch()
+        if counting_stopped() is not None:
             return
         try:
             visits_file_sync()
@@ -114,3 +114,34 @@ class FileKeeper:
     def _run(self) -> None:
         while not self._stopped.wait(self.period):
             self.check()
+
+
+@dataclass
+class _Keeping(ProcessLocal):
+    keeper: FileKeeper | None = None  # this process's, once it keeps the file
+
+    def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+
+
+_process = _Keeping()
+
+
+def visits_file_keep(period: float = PERIOD) -> FileKeeper:
+    """Start this process's FileKeeper (every worker runs one: gunicorn.conf.py)."""
+    _process.keeper = FileKeeper(period)
+    _process.keeper.start()
+    return _process.keeper
+
+
+def visits_file_problem() -> str | None:
+    """Why this process's keeper cannot keep the visits file up to date, if it cannot; None
+    where no keeper runs (management commands, tests that start none)."""
+    keeper = _process.keeper
+    if keeper is None:
+        return None
+    late = time.monotonic() - keeper.began_at
+    if late > LATE:
+        return f"the visits file has not been checked for {late:.0f} s"
+    return keeper.problem

@@ -4,16 +4,16 @@ import pytest
 from django.template.loader import render_to_string
 
 from counter import home_page
-from counter.chart import history_chart_scale, history_chart_svg
 from counter.home_page import home_page_html
 from counter.store.visits import VisitTally, visit_record, visits_past_days
+from counter.svg import history_scale, history_svg
 from counter.tests.conftest import DAY
 
 
 def rendered(*, tally: VisitTally, past, pod: str, version: str) -> str:
     """The page as rendering the template for this one visit gives it."""
-    scale = history_chart_scale(busiest=max([tally.today] + [count for _, count in past.days]))
-    chart = history_chart_svg(past=past.days, today=DAY, visits=str(tally.today), scale=scale)
+    scale = history_scale(busiest=max([tally.today] + [count for _, count in past.days]))
+    chart = history_svg(past=past.days, today=DAY, visits=str(tally.today), scale=scale)
     context = {
         "pod": pod,
         "total": str(tally.total),

@@ -63,11 +63,11 @@ def test_json_lines_carry_the_request_and_the_traceback(client, stderr_log, sett
 
 
 def test_prepare_writes_json_only_when_asked(settings):
-    assert startup_line("ready", logger="counter.prepare") == "ready"
+    assert startup_line("ready", logger="counter.management.commands.prepare") == "ready"
     settings.VISITS_LOG_FORMAT = "json"
-    entry = json.loads(startup_line("ready", logger="counter.prepare"))
+    entry = json.loads(startup_line("ready", logger="counter.management.commands.prepare"))
     assert (entry["logger"], entry["level"], entry["message"]) == (
-        "counter.prepare",
+        "counter.management.commands.prepare",
         "INFO",
         "ready",
     )

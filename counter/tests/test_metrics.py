@@ -73,6 +73,14 @@ def test_a_pod_that_stopped_counting_says_so_and_still_answers(client, counter):
     assert not any(name == "visits_total" for name, _ in samples)  # not read: it may be lost
 
 
+def test_a_scrape_that_cannot_read_the_count_still_answers(client, db):
+    """No counter row (a store error): the scrape answers without the counts."""
+    samples = scrape(client)
+    assert not any(name == "visits_total" for name, _ in samples)
+    assert samples[("app_python_counting_stopped", ())] == 0
+    assert ("app_python_database_size_bytes", ()) in samples
+
+
 def test_refusals_are_counted_by_reason(client, counter):
     before = scrape(client)
     metrics.refusal_count(metrics.BODY_TOO_LARGE)

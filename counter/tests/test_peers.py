@@ -11,10 +11,11 @@ from counter.models import VisitCounter
 class Peer:
     """A real HTTP server on 127.0.0.1 standing in for another pod; it records what it is asked."""
 
-    def __init__(self, answer=None, status=200, hang=False) -> None:
+    def __init__(self, answer=None, status=200, hang=False, location=None) -> None:
         self.answer = answer
         self.status = status
         self.hang = hang
+        self.location = location
         self.release = threading.Event()
         self.requests: list[tuple[str, str]] = []
         peer = self
@@ -27,6 +28,8 @@ class Peer:
                 answer = peer.answer
                 body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(peer.status)
+                if peer.location:
+                    self.send_header("Location", peer.location)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -139,6 +142,18 @@ def test_a_bad_peer_is_marked_with_the_reason(client, counter, peers, peer, erro
     assert answer["total"] == 4
     bad = [p for p in answer["pods"] if p["error"]]
     assert [(p["visits"], p["error"]) for p in bad] == [(None, error)]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_peer_that_redirects_is_not_followed(client, counter, peers, status):
+    """A redirect could send the fan-out to any address the pod reaches (another Service, the
+    cloud's metadata endpoint): it is a bad answer, and the address it names is never asked."""
+    elsewhere = peers(answer={"pod": "app-python-1", "visits": 4})
+    peers(status=status, location=f"{elsewhere.url}/visits?format=json", answer={})
+    answer = get_json(client)
+    assert [p["error"] for p in answer["pods"] if p["error"]] == [f"bad answer: HTTP {status}"]
+    assert answer["total"] == 4  # the peer that answered itself, once
+    assert len(elsewhere.requests) == 1
 
 
 def test_a_stopped_peer_is_refused(client, counter, peers, settings):

@@ -23,6 +23,18 @@ def test_counter_initialize_without_file_starts_at_zero(db):
     assert VisitCounter.objects.get().total == 0
 
 
+def test_counter_initialize_records_whose_database_it_is(db, settings):
+    settings.POD_NAME = "app-python-1"
+    counter_initialize()
+    assert VisitCounter.objects.get().pod == "app-python-1"
+    settings.POD_NAME = "app-python-2"  # another pod's database restored here on purpose
+    counter_initialize()
+    assert VisitCounter.objects.get().pod == "app-python-2"
+    VisitCounter.objects.update(pod=None)  # as a database of 1.2.0 comes, migrated
+    counter_initialize()
+    assert VisitCounter.objects.get().pod == "app-python-2"
+
+
 def test_counter_initialize_refuses_garbage_for_a_new_database(db):
     data_path("visits").write_text("lots\n")
     with pytest.raises(DataDirError, match="fix the number or delete the file"):

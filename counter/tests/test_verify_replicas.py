@@ -2,26 +2,20 @@
 it restored. The pods' live counts are stand-ins here; the real cluster's run is
 tests/test_e2e_ops.py's."""
 
-import contextlib
 import json
-import sqlite3
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from counter.models import VisitCounter
 from counter.peers import PodCount
-from counter.store.visits import COUNTER_ID
 
 
-def replica(path, *, total: int) -> None:
-    """A restored replica: this app's tables, `total` visits."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app, name, applied)")
-        db.execute(f"CREATE TABLE {VisitCounter._meta.db_table} (id INTEGER PRIMARY KEY, total)")
-        db.execute(f"INSERT INTO {VisitCounter._meta.db_table} VALUES (?, ?)", (COUNTER_ID, total))
-        db.commit()
+@pytest.fixture
+def replica(app_database):
+    """Factory: replica(path, total): a restored replica, a database of this app with `total`
+    visits."""
+    return lambda path, *, total: app_database(path, total=total, page_size=4096, wal=False).close()
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def verify(tmp_path, *pods: str) -> str:
     return out.read_text()
 
 
-def test_replicas_that_trail_their_pods_pass_and_are_remembered(tmp_path, live):
+def test_replicas_that_trail_their_pods_pass_and_are_remembered(tmp_path, live, replica):
     replica(tmp_path / "app-python-0.sqlite3", total=5)
     replica(tmp_path / "app-python-1.sqlite3", total=7)
     live |= {"app-python-0": 5, "app-python-1": 9}
@@ -59,7 +53,7 @@ def test_replicas_that_trail_their_pods_pass_and_are_remembered(tmp_path, live):
     assert state == {"app-python-0": 5, "app-python-1": 7}
 
 
-def test_a_pod_that_does_not_answer_is_not_compared(tmp_path, live):
+def test_a_pod_that_does_not_answer_is_not_compared(tmp_path, live, replica):
     replica(tmp_path / "app-python-0.sqlite3", total=5)
     live["app-python-0"] = None
     assert "the pod did not answer (timeout): not compared" in verify(tmp_path, "app-python-0")
@@ -72,7 +66,9 @@ def test_a_pod_that_does_not_answer_is_not_compared(tmp_path, live):
         (3, 5, 4, "app-python-0: the replica counts 3, back from 4 verified before"),
     ],
 )
-def test_a_replica_that_leads_its_pod_or_went_back_fails(tmp_path, live, total, pod, last, problem):
+def test_a_replica_that_leads_its_pod_or_went_back_fails(
+    tmp_path, live, replica, total, pod, last, problem
+):
     replica(tmp_path / "app-python-0.sqlite3", total=total)
     (tmp_path / "state.json").write_text(json.dumps({"app-python-0": last}))
     live["app-python-0"] = pod
@@ -81,7 +77,7 @@ def test_a_replica_that_leads_its_pod_or_went_back_fails(tmp_path, live, total, 
     assert json.loads((tmp_path / "state.json").read_text()) == {"app-python-0": last}
 
 
-def test_a_replica_missing_or_damaged_fails_naming_each(tmp_path, live):
+def test_a_replica_missing_or_damaged_fails_naming_each(tmp_path, live, replica):
     (tmp_path / "app-python-0.log").write_text("restoring\nno matching backups found\n")
     (tmp_path / "app-python-1.sqlite3").write_bytes(b"SQLite format 3\x00" + b"x" * 200)
     replica(tmp_path / "app-python-2.sqlite3", total=1)

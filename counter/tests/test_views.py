@@ -3,6 +3,8 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 
 from counter.models import VisitCounter
+from counter.store.files import data_path
+from counter.store.visits_file import visits_file_keep
 
 
 def total() -> int:
@@ -123,6 +125,35 @@ def test_readyz_unready_when_data_dir_is_gone(client, counter, settings, tmp_pat
     response = client.get("/readyz")
     assert response.status_code == 503
     assert b"is not writable" in response.content
+
+
+def test_readyz_writes_nothing_and_reports_what_the_keeper_found(client, counter):
+    client.get("/")
+    assert client.get("/readyz").content == b"ready\n"
+    assert not data_path("visits").exists()  # the keeper writes the file, never the probe
+    keeper = visits_file_keep(period=3600)  # this process's, checked by hand below
+    data_path("visits").mkdir()  # an operator's mistake
+    keeper.check()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert (
+        response.content
+        == (
+            f"not ready: cannot update the visits file {data_path('visits')}: Is a directory\n"
+        ).encode()
+    )
+    data_path("visits").rmdir()
+    keeper.check()
+    assert client.get("/readyz").content == b"ready\n"
+    assert data_path("visits").read_text() == "1\n"
+
+
+def test_readyz_is_unready_when_the_keeper_stopped_checking(client, counter):
+    keeper = visits_file_keep(period=3600)
+    keeper.began_at -= 60
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.content == b"not ready: the visits file has not been checked for 60 s\n"
 
 
 def test_metrics_in_prometheus_format(client, counter, settings):

@@ -5,6 +5,7 @@ from django.db import IntegrityError
 
 from counter.models import DailyVisits, VisitCounter
 from counter.store import visits
+from counter.store.database import COUNTER_ID
 from counter.store.visits import visit_record, visits_current, visits_past_days
 from counter.tests.conftest import DAY
 
@@ -32,7 +33,7 @@ def test_visit_without_counter_row_is_refused_and_counts_nothing(db):
         visit_record(day=DAY)
     assert not DailyVisits.objects.exists()
     # Nor later: the refused visit left the queue of visits waiting to be counted.
-    VisitCounter.objects.create(pk=visits.COUNTER_ID, total=0)
+    VisitCounter.objects.create(pk=COUNTER_ID, total=0)
     tally = visit_record(day=DAY)
     assert (tally.total, tally.today) == (1, 1)
 

@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from counter.store.files import data_path
+from counter.store.files import data_path, visits_file_read
 from counter.store.visits import visit_record
-from counter.store.visits_file import FileKeeper, visits_file_read, visits_file_sync
+from counter.store.visits_file import FileKeeper, visits_file_sync
 from counter.tests.conftest import DAY
 
 
@@ -60,7 +60,7 @@ def test_the_keeper_rewrites_the_file_when_the_total_moves_and_only_then(counter
 def test_the_keeper_reports_a_file_it_cannot_write_once_and_its_recovery(counter, caplog):
     keeper = FileKeeper()
     data_path("visits").mkdir()  # an operator's mistake
-    with caplog.at_level(logging.INFO, logger="counter.visits_file"):
+    with caplog.at_level(logging.INFO, logger="counter.store.visits_file"):
         keeper.check()
         keeper.check()
         assert keeper.problem.startswith(f"cannot update the visits file {data_path('visits')}")

@@ -5,8 +5,8 @@ from django.db import DatabaseError, connections
 from counter.admin_user import admin_user_ensure
 from counter.exceptions import AdminUserError, CountBackwardsError, StoreError
 from counter.log import startup_line
-from counter.store.data_files import data_files_stopped_clear
 from counter.store.files import VISITS_FILE, data_path
+from counter.store.guard import data_files_stopped_clear
 from counter.store.schema import schema_migrate
 from counter.store.snapshots import snapshot_apply_staged
 from counter.store.startup import counter_initialize, data_dir_check, database_check
@@ -23,7 +23,7 @@ class Command(BaseCommand):
 
     def _write(self, message: str) -> None:
         """A line of start-up output, in the settings' log format."""
-        self.stdout.write(startup_line(message, logger="counter.prepare"))
+        self.stdout.write(startup_line(message, logger=__name__))
 
     def handle(self, *args: object, **options: object) -> None:
         try:
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             schema = schema_migrate()
             adopted = counter_initialize()
             # A staged snapshot may go back in time on purpose; otherwise a count below the
-            # visits file's means the database lost acknowledged visits (data_files.py).
+            # visits file's means the database lost acknowledged visits (guard.py).
             total = visits_file_sync(backwards_ok=restored is not None)
             admin = admin_user_ensure(
                 username=settings.VISITS_ADMIN_USERNAME,

@@ -51,7 +51,7 @@ def replica_verify(*, path: Path, pod: str, last: int) -> tuple[str, str | None,
         problem = f"{pod}: its replica did not restore ({''.join(why) or 'no replica'})"
         return problem, problem, 0
     try:
-        count = snapshot_check(path)
+        count = snapshot_check(path).total
     except SnapshotError as error:
         problem = f"{pod}: {error}"
         return problem, problem, 0

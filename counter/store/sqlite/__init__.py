@@ -1,1 +1,2 @@
-"""Django's SQLite backend, with a check of the database files before each new connection."""
+"""Django's SQLite backend, with the store's connection set-up: the guard's check of the
+database files before each new connection, and the cooperative retry of every statement."""

@@ -24,14 +24,14 @@ def _bar(index: int, slot: float, day: date, visits: int | str) -> str:
     )
 
 
-def history_chart_scale(*, busiest: int) -> str:
+def history_scale(*, busiest: int) -> str:
     """The vertical scale that makes the busiest day's bar (today included) fill the plot."""
     return f"{PLOT_HEIGHT / (busiest or 1):.6g}"
 
 
-def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: str, scale: str) -> SafeString:
+def history_svg(*, past: tuple[Day, ...], today: date, visits: str, scale: str) -> SafeString:
     """Bars for the `past` days, oldest first, then today's `visits` bar, all scaled by `scale`
-    (history_chart_scale). Both arrive as text, so the page can leave them as slots to fill in
+    (history_scale). Both arrive as text, so the page can leave them as slots to fill in
     per visit (counter/home_page.py). Only dates, ints and those two reach the markup."""
     slot = WIDTH / (len(past) + 1)
     bars = "".join(_bar(index, slot, day, int(count)) for index, (day, count) in enumerate(past))
@@ -47,7 +47,7 @@ def history_chart_svg(*, past: tuple[Day, ...], today: date, visits: str, scale:
     )
 
 
-def cluster_chart_svg(counts: list) -> SafeString:
+def cluster_svg(counts: list) -> SafeString:
     """One horizontal bar per pod, scaled to the busiest; an unreachable pod gets a red mark and
     its reason. Pod names and reasons come from the network, so they are escaped."""
     row, label_width = 34, 150

@@ -8,7 +8,6 @@ from django.core.management.base import CommandError
 from counter.models import VisitCounter
 from counter.store.files import STAGED_SNAPSHOT, data_path
 from counter.store.snapshots import snapshot_apply_staged
-from counter.store.visits import COUNTER_ID
 
 
 def test_backup_of_a_missing_database_is_a_clear_error_and_creates_nothing(settings, tmp_path):
@@ -19,22 +18,13 @@ def test_backup_of_a_missing_database_is_a_clear_error_and_creates_nothing(setti
     assert not (tmp_path / "copy.sqlite3").exists()
 
 
-def app_database(path, *, total: int, page_size: int, wal: bool) -> sqlite3.Connection:
-    """A database with this app's tables at `path` holding `total` visits."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute(f"PRAGMA page_size={page_size}")
-    db.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
-    db.execute("CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app, name, applied)")
-    db.execute(f"CREATE TABLE {VisitCounter._meta.db_table} (id INTEGER PRIMARY KEY, total)")
-    db.execute(f"INSERT INTO {VisitCounter._meta.db_table} VALUES (?, ?)", (COUNTER_ID, total))
-    return db
-
-
 def total_of(db: sqlite3.Connection) -> int:
     return db.execute(f"SELECT total FROM {VisitCounter._meta.db_table}").fetchone()[0]
 
 
-def test_a_staged_snapshot_is_written_into_the_open_database_not_renamed_over_it(settings):
+def test_a_staged_snapshot_is_written_into_the_open_database_not_renamed_over_it(
+    settings, app_database
+):
     """A replicator holding the database open (Litestream's sidecar starts before the app)
     must see the restored state: with the file renamed over, it would still read the old one."""
     settings.VISITS_DATABASE = settings.VISITS_DATA_DIR / "db.sqlite3"
@@ -58,7 +48,9 @@ def test_a_staged_snapshot_is_written_into_the_open_database_not_renamed_over_it
     assert snapshot_apply_staged() is None
 
 
-def test_a_snapshot_staged_for_a_deleted_database_moves_in_and_its_old_wal_is_kept(settings):
+def test_a_snapshot_staged_for_a_deleted_database_moves_in_and_its_old_wal_is_kept(
+    settings, app_database
+):
     settings.VISITS_DATABASE = settings.VISITS_DATA_DIR / "db.sqlite3"
     app_database(data_path(STAGED_SNAPSHOT), total=7, page_size=1024, wal=False).close()
     orphan = settings.VISITS_DATA_DIR / "db.sqlite3-wal"

@@ -1,7 +1,7 @@
 import re
 from datetime import date, timedelta
 
-from counter.chart import PLOT_HEIGHT, history_chart_scale, history_chart_svg
+from counter.svg import PLOT_HEIGHT, history_scale, history_svg
 
 TODAY = date(2026, 11, 24)
 
@@ -11,8 +11,8 @@ def past(*counts: int) -> tuple[tuple[date, int], ...]:
 
 
 def chart(past_days: tuple[tuple[date, int], ...], visits: int) -> str:
-    scale = history_chart_scale(busiest=max([visits] + [count for _, count in past_days]))
-    return history_chart_svg(past=past_days, today=TODAY, visits=str(visits), scale=scale)
+    scale = history_scale(busiest=max([visits] + [count for _, count in past_days]))
+    return history_svg(past=past_days, today=TODAY, visits=str(visits), scale=scale)
 
 
 def test_one_bar_per_day_with_titles():

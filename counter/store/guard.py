@@ -6,11 +6,11 @@ and can reset the shared index to it: every connection then sees the database wi
 visits that were in the WAL, and once the old connections close, those visits are gone.
 
 So each worker process keeps one connection of its own, the anchor, open for its lifetime, and
-remembers which files it opened. Before any new connection opens (store/sqlite/base.py) and
-before each batch of visits is counted (store/visits.py), `stat` checks that the database, its
-WAL and its index at their paths are still those; at every tick
-of the FileKeeper (visits_file.py), every descriptor the process holds on them is checked
-against its path too. When one was deleted or replaced, the process
+remembers which files it opened. Before any new connection opens (the engine's
+connection_checks, store/sqlite/base.py) and before each batch of visits is counted
+(store/visits.py), `stat` checks that the database, its WAL and its index at their paths are
+still those; at every tick of the FileKeeper (visits_file.py), every descriptor the process
+holds on them is checked against its path too. When one was deleted or replaced, the process
 
 - stops counting and opens no new connection (a visit answers 503), and /readyz says why, so
   nothing more goes into a file that is about to be lost;
@@ -21,20 +21,22 @@ against its path too. When one was deleted or replaced, the process
   replaces a crashed one) stops too, and opens nothing; `prepare` removes it at the next start;
 - logs what happened and what to do: restart the pod.
 
-What each case keeps is measured by tests/test_data_files.py and written in docs/kubernetes.md.
+What each case keeps is tested by tests/test_data_files.py and written in docs/kubernetes.md.
 """
 
 import contextlib
 import logging
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError
 
-from counter import process
 from counter.exceptions import CountingStoppedError, SnapshotError
+from counter.process_local import ProcessLocal
+from counter.store.database import visits_writer_lock
 from counter.store.files import (
     COUNTING_STOPPED,
     STAGED_SNAPSHOT,
@@ -44,12 +46,32 @@ from counter.store.files import (
     database_files,
     database_path,
     file_replace,
+    visits_file_read,
 )
 from counter.store.snapshots import database_connect, snapshot_check, snapshot_write
-from counter.store.visits import visits_writer_lock
-from counter.store.visits_file import visits_file_read
+from counter.store.sqlite.base import connection_checks
 
-logger = logging.getLogger("counter.data_files")  # the name its log lines always had
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Guard(ProcessLocal):
+    problem: str | None = None  # why this process stopped counting: set once, for good
+    anchor: sqlite3.Connection | None = None  # open for the process's lifetime
+    anchor_names: tuple = ()  # the paths of the database, WAL and index it opened, resolved
+    anchor_files: tuple = ()  # (st_dev, st_ino) of those files
+
+    def close(self) -> None:
+        if self.anchor is not None:
+            self.anchor.close()
+
+
+_process = _Guard()
+
+
+def counting_stopped() -> str | None:
+    """Why this process stopped counting, if it did (then it never counts again)."""
+    return _process.problem
 
 
 def _database() -> str:
@@ -74,7 +96,7 @@ def data_files_changed() -> str | None:
     Reads /proc/self/fd (Linux): elsewhere there is nothing to check and this says None. It
     runs without yielding to another greenlet, so no descriptor is closed and reused meanwhile.
     """
-    names = set(process.state.anchor_names or database_files(_database()))
+    names = set(_process.anchor_names or database_files(_database()))
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.is_dir():
         return None
@@ -94,36 +116,39 @@ def data_files_changed() -> str | None:
 
 def data_files_anchor() -> None:
     """Open this process's anchor connection, if it has none, and remember its files."""
-    owner = process.state
-    if owner.anchor is not None or not settings.VISITS_DATABASE_MUST_EXIST:
+    if _process.anchor is not None or not settings.VISITS_DATABASE_MUST_EXIST:
         return
     with contextlib.suppress(FileNotFoundError):  # a worker started after a rescue opens nothing
-        owner.data_files_problem = data_path(COUNTING_STOPPED).read_text().strip()
+        _process.problem = data_path(COUNTING_STOPPED).read_text().strip()
         return
     anchor = database_connect()
     anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
     # Resolved once: `realpath` makes a `stat` per component of the path, and the guard runs
     # before every batch of visits.
-    owner.anchor_names = tuple(database_files(_database()))
-    owner.anchor_files = _identities(owner.anchor_names)
-    owner.anchor = anchor
+    _process.anchor_names = tuple(database_files(_database()))
+    _process.anchor_files = _identities(_process.anchor_names)
+    _process.anchor = anchor
 
 
 def data_files_guard() -> None:
     """Before a new connection opens or visits are counted: refuse once counting stopped, or
     when the files at the paths are not the anchor's (and then stop counting). Three `stat`s
     when nothing changed."""
-    owner = process.state
-    unchanged = owner.anchor is None or _identities(owner.anchor_names) == owner.anchor_files
-    if owner.data_files_problem is None and not unchanged:
+    unchanged = (
+        _process.anchor is None or _identities(_process.anchor_names) == _process.anchor_files
+    )
+    if _process.problem is None and not unchanged:
         data_files_rescue(data_files_changed() or "the database's files were changed")
-    if owner.data_files_problem is not None:
-        raise CountingStoppedError(owner.data_files_problem)
+    if _process.problem is not None:
+        raise CountingStoppedError(_process.problem)
+
+
+connection_checks.append(data_files_guard)
 
 
 def data_files_watch() -> None:
     """One check, from the FileKeeper: rescue once when a file is found changed."""
-    if process.state.data_files_problem is not None:
+    if _process.problem is not None:
         return
     data_files_anchor()
     problem = data_files_changed()
@@ -137,18 +162,17 @@ def data_files_rescue(problem: str) -> None:
     Under the writer lock: every visit of this process is in the copy or refused, and a later
     rescue (another worker's, which also saw its own last visits) only replaces a smaller copy.
     """
-    owner = process.state
     copy = database_aside(f"rescued-{os.getpid()}")
     staged = data_path(STAGED_SNAPSHOT)
     try:
         with visits_writer_lock():
-            if owner.data_files_problem is not None:  # another greenlet's rescue came first
+            if _process.problem is not None:  # another greenlet's rescue came first
                 return
-            owner.data_files_problem = problem
+            _process.problem = problem
             file_replace(data_path(COUNTING_STOPPED), f"{problem}\n")
-            if owner.anchor is None:
+            if _process.anchor is None:
                 raise DatabaseError("this process had no connection open before")
-            snapshot_write(copy, source=owner.anchor)
+            snapshot_write(copy, source=_process.anchor)
             rescued = snapshot_check(copy)
             known = visits_file_read(data_path(VISITS_FILE)) or 0
             already = None
@@ -166,7 +190,7 @@ def data_files_rescue(problem: str) -> None:
                 os.replace(copy, staged)
                 saved = f"the {rescued} visits it could still read are staged in {staged}"
     except (DatabaseError, sqlite3.DatabaseError, SnapshotError, OSError, ValueError) as error:
-        owner.data_files_problem = problem
+        _process.problem = problem
         saved = f"nothing could be saved ({error})"
     logger.error(
         "%s. This process stopped counting so that no visit goes into a lost file; %s."

@@ -2,10 +2,17 @@ import contextlib
 import sqlite3
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from counter.exceptions import CountBackwardsError, CountingStoppedError
-from counter.store.data_files import data_files_anchor, data_files_changed, data_files_guard
 from counter.store.files import data_path
+from counter.store.guard import (
+    counting_stopped,
+    data_files_anchor,
+    data_files_changed,
+    data_files_guard,
+    data_files_rescue,
+)
 from counter.store.visits import visit_record
 from counter.store.visits_file import FileKeeper, visits_file_sync
 from counter.tests.conftest import DAY
@@ -42,7 +49,7 @@ def test_a_database_file_replaced_by_another_is_found(database, tmp_path):
     assert data_files_changed() == "db.sqlite3 was deleted or replaced under the running server"
 
 
-def test_the_guard_stops_counting_when_the_anchors_files_changed(database, settings, process_state):
+def test_the_guard_stops_counting_when_the_anchors_files_changed(database, settings):
     settings.VISITS_DATABASE_MUST_EXIST = True
     data_files_anchor()
     data_files_guard()  # nothing changed: a new connection may open
@@ -50,16 +57,25 @@ def test_the_guard_stops_counting_when_the_anchors_files_changed(database, setti
     with pytest.raises(CountingStoppedError, match="db.sqlite3-wal was deleted or replaced"):
         data_files_guard()
     assert (settings.VISITS_DATA_DIR / "counting-stopped").read_text() == (
-        f"{process_state.data_files_problem}\n"
+        f"{counting_stopped()}\n"
     )
 
 
-def test_a_process_that_stopped_counting_counts_nothing(counter, process_state):
-    process_state.data_files_problem = "db.sqlite3-wal was deleted or replaced"
+def test_a_process_that_stopped_counting_counts_nothing(counter):
+    data_files_rescue("db.sqlite3-wal was deleted or replaced")
     with pytest.raises(CountingStoppedError, match="db.sqlite3-wal was deleted"):
         visit_record(day=DAY)
     counter.refresh_from_db()
     assert counter.total == 0
+
+
+def test_no_new_connection_opens_once_counting_stopped(counter):
+    """The engine runs the guard's check before it opens a connection (counter/store/sqlite/)."""
+    data_files_rescue("db.sqlite3 was deleted or replaced")
+    fresh = connections.create_connection(DEFAULT_DB_ALIAS)
+    with pytest.raises(CountingStoppedError, match="db.sqlite3 was deleted or replaced"):
+        fresh.ensure_connection()
+    assert fresh.connection is None
 
 
 def test_the_visits_file_never_follows_a_count_that_went_backwards(counter):
@@ -75,8 +91,8 @@ def test_the_visits_file_never_follows_a_count_that_went_backwards(counter):
     assert data_path("visits").read_text() == "1\n"
 
 
-def test_readyz_says_why_counting_stopped(client, counter, process_state):
-    process_state.data_files_problem = "db.sqlite3 was deleted or replaced"
+def test_readyz_says_why_counting_stopped(client, counter):
+    data_files_rescue("db.sqlite3 was deleted or replaced")
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.content == (

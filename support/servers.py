@@ -1,4 +1,5 @@
-"""Real `manage.py serve` processes on 127.0.0.1, on free ports, with collected static files."""
+"""Real `manage.py serve` processes on 127.0.0.1, on free ports, with collected static files;
+and small HTTP servers standing in for what the app or a script asks."""
 
 import contextlib
 import http.client
@@ -9,8 +10,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from support.clients import http_request, wait_for_file
@@ -45,6 +49,32 @@ def free_port() -> int:
                 continue
             return port
     raise OSError(f"no free port between 10000 and {low}")
+
+
+class StandInHTTP:
+    """A real HTTP server on 127.0.0.1, in a thread, standing in for a peer pod or a package
+    index: `answer(path, headers)` gives each GET its status, headers and body."""
+
+    def __init__(self, answer: Callable[[str, Message], tuple[int, dict[str, str], bytes]]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                status, headers, body = answer(self.path, self.headers)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Server:

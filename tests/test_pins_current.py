@@ -6,12 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.servers import free_port
+from support.servers import StandInHTTP, free_port
 from support.tools import ROOT
 
 SCRIPT = ROOT / "scripts" / "pins_current.py"
@@ -22,36 +20,20 @@ VERSIONS_ENV = (
 )
 
 
-class StandIn:
+class StandIn(StandInHTTP):
     """A package index and a Go module proxy in one HTTP server: `pages` maps a path to its
     answer (a dict: PEP 691 JSON; a str: text); any other path is a 404."""
 
     def __init__(self, pages: dict[str, dict | str]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                page = pages.get(self.path)
-                if page is None:
-                    self.send_error(404)
-                    return
-                body = page.encode() if isinstance(page, str) else json.dumps(page).encode()
-                self.send_response(200)
-                self.send_header(
-                    "Content-Type", "text/plain" if isinstance(page, str) else JSON_API
-                )
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def answer(path: str, headers: object) -> tuple[int, dict[str, str], bytes]:
+            page = pages.get(path)
+            if page is None:
+                return 404, {"Content-Type": "text/plain"}, b"not found"
+            if isinstance(page, str):
+                return 200, {"Content-Type": "text/plain"}, page.encode()
+            return 200, {"Content-Type": JSON_API}, json.dumps(page).encode()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(answer)
 
 
 def project(name: str, *files: dict) -> dict[str, dict]:

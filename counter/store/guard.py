@@ -173,11 +173,11 @@ def data_files_rescue(problem: str) -> None:
             if _process.anchor is None:
                 raise DatabaseError("this process had no connection open before")
             snapshot_write(copy, source=_process.anchor)
-            rescued = snapshot_check(copy)
+            rescued = snapshot_check(copy).total
             known = visits_file_read(data_path(VISITS_FILE)) or 0
             already = None
             with contextlib.suppress(SnapshotError):
-                already = snapshot_check(staged) if staged.exists() else None
+                already = snapshot_check(staged).total if staged.exists() else None
             if rescued < known:
                 saved = (
                     f"it could read only {rescued} of the {known} visits the visits file"

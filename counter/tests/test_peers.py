@@ -6,6 +6,7 @@ import pytest
 
 from counter import peers as peers_module
 from counter.models import VisitCounter
+from support.servers import StandInHTTP
 
 
 class Peer:
@@ -18,33 +19,20 @@ class Peer:
         self.location = location
         self.release = threading.Event()
         self.requests: list[tuple[str, str]] = []
-        peer = self
+        self.http = StandInHTTP(self._answer)
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                peer.requests.append((self.path, self.headers.get("Host")))
-                if peer.hang:
-                    peer.release.wait(30)
-                answer = peer.answer
-                body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(peer.status)
-                if peer.location:
-                    self.send_header("Location", peer.location)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, headers) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append((path, headers.get("Host")))
+        if self.hang:
+            self.release.wait(30)
+        answer = self.answer
+        body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        return self.status, {"Location": self.location} if self.location else {}, body
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "app-python"
 VULNDB = "golang.org/x/vulndb"
+TRANSCRIPT = ROOT / "docs" / "transcripts" / "vulncheck.txt"
 TIMEOUT = 120  # seconds for the database's download (about 25 MB)
 
 # (binary, vulnerability) -> why it stays, and what would end it.
@@ -154,10 +155,16 @@ def main() -> int:
     day = snapshot_date(version)
     age = (datetime.date.today() - day).days
     failed = False
+    report = []  # the lines printed, kept as the transcript the docs link to
+
+    def say(line: str) -> None:
+        print(line)
+        report.append(line)
+
     for binary in map(Path, binaries):
         name = binary.name
         if not symbol_table(binary):
-            print(
+            say(
                 f"vulncheck: FAIL {name}: {binary} is stripped (-ldflags -s), so govulncheck"
                 " cannot tell which functions it holds: delete it, and scripts/go-tool.sh"
                 " builds it again with its symbol table"
@@ -171,11 +178,13 @@ def main() -> int:
         found = findings(done.stdout)
         for line in verdicts(name, found, ACCEPTED):
             failed |= line.startswith("FAIL")
-            print(f"vulncheck: {line}")
-        print(
+            say(f"vulncheck: {line}")
+        say(
             f"vulncheck: {name}: {len(found)} found, with {VULNDB}@{version} (of {day},"
             f" {age} days old)"
         )
+    if not sys.argv[1:]:  # the project's own binaries: the run the docs show
+        TRANSCRIPT.write_text("".join(f"{line}\n" for line in report))
     return 1 if failed else 0
 
 

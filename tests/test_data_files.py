@@ -116,10 +116,15 @@ def test_a_database_file_lost_under_the_server_loses_no_acknowledged_visit(make_
 
     assert server.stop() == 0
     server.start().wait_ready()
-    assert server.visits() == visitors.acknowledged  # exactly: none lost, none invented
-    server.wait_file(visitors.acknowledged)
+    # None lost, none invented. The kill may cut answers of visits its worker had counted: a
+    # visit whose answer the client never got may be in the count, one per answer cut at most.
+    cut = sum(1 for answer in visitors.answers if isinstance(answer, str))
+    counted = server.visits()
+    answers = Counter(visitors.answers)
+    assert visitors.acknowledged <= counted <= visitors.acknowledged + cut, answers
+    server.wait_file(counted)
     log = server.log()
-    assert f"restored a snapshot of {visitors.acknowledged} visits" in log
+    assert f"restored a snapshot of {counted} visits" in log
     assert f"counting had stopped ({name} was deleted or replaced under the running" in log
     assert not (server.data_dir / "counting-stopped").exists()
     assert server.get("/")[0] == 200  # counting again

@@ -108,3 +108,15 @@ def test_the_previous_release_upgrades_to_this_one_without_an_immutable_change(t
     )
     assert old_canary["template"] == old_local["template"]
     assert old_canary["updateStrategy"]["rollingUpdate"]["partition"] == 2
+
+
+def test_the_e2e_s3_runs_the_moto_image_its_requirements_build():
+    """`make moto-image` tags the image with the moto pin (e2e/moto/requirements.txt), which
+    `make lint` keeps current: the Deployment must name that tag, or the e2e's S3 never starts."""
+    (pin,) = re.findall(
+        r"^moto\[server\]==(\S+)$", (ROOT / "e2e/moto/requirements.txt").read_text(), re.M
+    )
+    (deployment,) = [doc for doc in yaml.safe_load_all((ROOT / "e2e/moto/moto.yaml").read_text())
+                     if doc and doc["kind"] == "Deployment"]  # fmt: skip
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"app-python-moto:{pin}", "e2e/moto/moto.yaml: set its image's tag"

@@ -206,8 +206,8 @@ def test_a_wal_deleted_under_a_running_pod_loses_no_visit(deployed):
     answer = t.python("app-python-1", READ_READYZ)
     t.kubectl("get", "pod", "app-python-1")
     log = Session().kubectl("logs", "app-python-1", record=False)
-    found = [line for line in log.splitlines() if "counter.data_files" in line]
-    t.lines.append(f"$ kubectl logs app-python-1 | grep counter.data_files\n{found[0]}\n")
+    found = [line for line in log.splitlines() if "counter.store.guard" in line]
+    t.lines.append(f"$ kubectl logs app-python-1 | grep counter.store.guard\n{found[0]}\n")
     uid = get("pod", "app-python-1")["metadata"]["uid"]
     t.kubectl("delete", "pod", "app-python-1")
     until("a new app-python-1", lambda: "app-python-1" in ready_pods()
